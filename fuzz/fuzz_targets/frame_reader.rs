@@ -1,0 +1,73 @@
+//! MessageReader for both roles: whole-buffer decoding must agree with
+//! decoding the same bytes split at a point taken from the data, and with
+//! byte-at-a-time decoding.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use websocket::proto::close::Violation;
+use websocket::proto::reader::{Message, MessageReader};
+use websocket::proto::Role;
+
+type Outcome = (Vec<Message>, Option<Violation>);
+
+fn run(role: Role, max: usize, data: &[u8], chunk_len: &dyn Fn(usize) -> usize) -> Outcome {
+    let mut r = MessageReader::new(role, max);
+    let mut buf = data.to_vec();
+    let mut msgs = Vec::new();
+    let mut off = 0;
+    while off < buf.len() {
+        let n = chunk_len(off).clamp(1, buf.len() - off);
+        let chunk = &mut buf[off..off + n];
+        let mut at = 0;
+        loop {
+            match r.read(&mut chunk[at..]) {
+                Ok((0, None)) => break,
+                Ok((c, m)) => {
+                    at += c;
+                    assert!(at <= n);
+                    if let Some(m) = m {
+                        if let Message::Text(t) = &m {
+                            assert!(std::str::from_utf8(t).is_ok());
+                        }
+                        if let Message::Binary(b) | Message::Text(b) = &m {
+                            assert!(b.len() <= max);
+                        }
+                        msgs.push(m);
+                    }
+                }
+                Err(v) => return (msgs, Some(v)),
+            }
+        }
+        assert_eq!(at, n, "reader must consume all input");
+        off += n;
+    }
+    (msgs, None)
+}
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 2 {
+        return;
+    }
+    let split = data[0] as usize;
+    let max = match data[1] & 3 {
+        0 => 0,
+        1 => 125,
+        2 => 4096,
+        _ => 1 << 20,
+    };
+    let data = &data[2..];
+    for role in [Role::Client, Role::Server] {
+        let whole = run(role, max, data, &|_| usize::MAX);
+        let split_at = split.min(data.len());
+        let two = run(role, max, data, &|off| {
+            if off < split_at {
+                split_at - off
+            } else {
+                usize::MAX
+            }
+        });
+        assert_eq!(whole, two);
+        let bytewise = run(role, max, data, &|_| 1);
+        assert_eq!(whole, bytewise);
+    }
+});

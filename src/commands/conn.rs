@@ -1,0 +1,304 @@
+//! Commands on an existing WebSocket: `takeover`, `close`, `conninfo`,
+//! `find`, `configure`, and the package-wide `loglevel`.
+
+use super::{glob_match, log, log::Level, next_id, wrong_args, Conn, ConnState, State, DEFAULT_MAX_MESSAGE, DEFAULT_SERVER_KEEPALIVE};
+use crate::engine::client;
+use crate::engine::conn::{self as engine_conn, Cmd, Options};
+use crate::proto::close;
+use crate::proto::writer::OutgoingState;
+use crate::proto::Role;
+use crate::tcl::channel;
+use crate::tcl::{CmdResult, Interp, Obj, ObjRef, TclError};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
+fn sock_addrs(fd: &std::os::fd::OwnedFd) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let s = std::mem::ManuallyDrop::new(
+        // SAFETY: borrowed view of our own fd, never closed through this handle.
+        unsafe { <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd.as_raw_fd()) },
+    );
+    (s.peer_addr().ok(), s.local_addr().ok())
+}
+
+/// Takes channel `sock` into the engine and reports `connect` with `info`.
+/// `preamble` is written first (the 101 response of `upgrade`).
+pub fn attach_socket(
+    st: &State,
+    interp: Interp,
+    sock: &str,
+    handler: Obj,
+    server: bool,
+    preamble: Vec<u8>,
+    info: Obj,
+) -> Result<(), TclError> {
+    let taken = channel::take_socket(interp, sock)?;
+    let (peer, local) = sock_addrs(&taken.fd);
+    let keepalive = if server { DEFAULT_SERVER_KEEPALIVE } else { 0.0 };
+    let id = next_id();
+    let (handle, inbox) = engine_conn::channel(DEFAULT_MAX_MESSAGE);
+    st.register(
+        sock,
+        Conn {
+            id,
+            handler,
+            server,
+            state: ConnState::Connected,
+            peer,
+            local,
+            keepalive,
+            ping: Vec::new(),
+            max_message: DEFAULT_MAX_MESSAGE,
+            outgoing: OutgoingState::new(),
+            handle,
+            held: Some(taken.held),
+        },
+    );
+    let opts = Options {
+        role: if server { Role::Server } else { Role::Client },
+        keepalive: State::keepalive_of(keepalive),
+        ping_payload: Vec::new(),
+    };
+    client::spawn_taken(taken.fd, taken.buffered, preamble, opts, id, st.sink(), inbox);
+    st.push(sock, "connect", info);
+    let kind = if server { "server" } else { "client" };
+    log::log(Level::Debug, &format!("{sock} has been registered as a {kind} WebSocket"));
+    Ok(())
+}
+
+/// `takeover sock handler ?server? ?info?`
+pub fn takeover(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
+    if objv.len() < 3 || objv.len() > 5 {
+        return Err(wrong_args(objv, "sock handler ?server? ?info?"));
+    }
+    let sock = objv[1].to_string_lossy();
+    let server = match objv.get(3) {
+        Some(s) => s.get_boolean(interp.as_ptr()).ok_or(TclError::InInterp)?,
+        None => false,
+    };
+    let info = objv.get(4).map(|o| o.to_owned()).unwrap_or_else(|| Obj::string(""));
+    attach_socket(st, interp, &sock, objv[2].to_owned(), server, Vec::new(), info)?;
+    Ok(None)
+}
+
+/// `close sock ?code? ?reason?`: sends a close frame (the engine completes
+/// the closing handshake), reports `close` and `disconnect`, forgets `sock`.
+pub fn close(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
+    if objv.len() < 2 || objv.len() > 4 {
+        return Err(wrong_args(objv, "sock ?code? ?reason?"));
+    }
+    let sock = objv[1].to_string_lossy();
+    let code = match objv.get(2) {
+        None => Some(close::NORMAL as i64),
+        Some(c) => c.get_wide(std::ptr::null_mut()),
+    };
+    let mut reason = objv.get(3).map(|r| r.to_string_lossy()).unwrap_or_default();
+    let _ = interp;
+    {
+        let mut conns = st.conns.borrow_mut();
+        let conn = conns.get_mut(&sock).ok_or_else(|| State::not_a_websocket(&sock))?;
+        if conn.state == ConnState::Closed {
+            log::log(Level::Notice, "Connection already closed");
+            return Ok(None);
+        }
+        if let Some(c) = code {
+            if !(0..=u16::MAX as i64).contains(&c) || !close::is_sendable_code(c as u16) {
+                return Err(TclError::ws(
+                    format!("Invalid close code {c}: use 1000-1003, 1007-1014 or 3000-4999"),
+                    &["CLOSE"],
+                ));
+            }
+            if reason.is_empty() {
+                // tcllib maps the code through its table; other codes stay as they are.
+                reason = close::default_reason(c as u16).map(str::to_string).unwrap_or_else(|| c.to_string());
+            }
+        }
+        conn.state = ConnState::Closed;
+        let payload = code.map(|c| (c as u16, reason.clone()));
+        conn.handle.send(Cmd::Close(payload));
+    }
+    let msg = match code {
+        Some(c) => {
+            log::log(Level::Info, &format!("Closing web socket: {c} ({reason})"));
+            Obj::list(&[Obj::int(c), Obj::string(&reason)])
+        }
+        None => {
+            log::log(Level::Info, "Closing web socket");
+            Obj::string("")
+        }
+    };
+    st.push(&sock, "close", msg);
+    st.disconnect(&sock);
+    Ok(None)
+}
+
+fn host_name(addr: &SocketAddr) -> String {
+    let ip = addr.ip();
+    let (sa, len): (libc::sockaddr_storage, libc::socklen_t) = {
+        // SAFETY: zeroed storage filled for the address family we write.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as _,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_in fits in sockaddr_storage.
+                unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in, sin) };
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as _,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: a.scope_id(),
+                };
+                // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+                unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in6, sin6) };
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        (ss, len as libc::socklen_t)
+    };
+    let mut host = [0 as libc::c_char; 1025];
+    // SAFETY: valid address and output buffer.
+    let r = unsafe {
+        libc::getnameinfo(
+            &sa as *const _ as *const libc::sockaddr,
+            len,
+            host.as_mut_ptr(),
+            host.len() as _,
+            std::ptr::null_mut(),
+            0,
+            0,
+        )
+    };
+    if r == 0 {
+        // SAFETY: getnameinfo wrote a NUL-terminated string.
+        unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) }.to_string_lossy().into_owned()
+    } else {
+        ip.to_string()
+    }
+}
+
+/// `conninfo sock what`
+pub fn conninfo(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
+    if objv.len() != 3 {
+        return Err(wrong_args(objv, "sock what"));
+    }
+    let sock = objv[1].to_string_lossy();
+    let what = objv[2].to_string_lossy();
+    let conns = st.conns.borrow();
+    let c = conns.get(&sock).ok_or_else(|| State::not_a_websocket(&sock))?;
+    let w = what.to_ascii_lowercase();
+    let value = if glob_match("peer*", &w, false) {
+        Obj::string(&c.peer.map(|a| host_name(&a)).unwrap_or_else(|| "0.0.0.0".into()))
+    } else if w == "sockname" || w == "name" {
+        Obj::string(&c.local.map(|a| host_name(&a)).unwrap_or_else(|| "127.0.0.1".into()))
+    } else if glob_match("close*", &w, false) {
+        Obj::int((c.state == ConnState::Closed) as i64)
+    } else if w == "client" {
+        Obj::int(!c.server as i64)
+    } else if w == "server" {
+        Obj::int(c.server as i64)
+    } else if w == "type" {
+        Obj::string(if c.server { "server" } else { "client" })
+    } else if w == "handler" {
+        c.handler.clone()
+    } else if w == "state" {
+        Obj::string(c.state.name())
+    } else if w == "queued" {
+        Obj::int(c.handle.queued() as i64)
+    } else {
+        return Err(TclError::ws(format!("{what} is not a known information piece for a websocket"), &[]));
+    };
+    Ok(Some(value))
+}
+
+/// `find ?host? ?port?`: sockets whose peer address or name matches `host`
+/// and whose peer port matches `port` (glob patterns).
+pub fn find(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
+    if objv.len() > 3 {
+        return Err(wrong_args(objv, "?host? ?port?"));
+    }
+    let host = objv.get(1).map(|o| o.to_string_lossy()).unwrap_or_else(|| "*".into());
+    let port = objv.get(2).map(|o| o.to_string_lossy()).unwrap_or_else(|| "*".into());
+    let conns = st.conns.borrow();
+    let mut found: Vec<(u64, String)> = Vec::new();
+    for (name, c) in conns.iter() {
+        let (ip, prt) = match c.peer {
+            Some(a) => (a.ip().to_string(), a.port().to_string()),
+            None => ("0.0.0.0".to_string(), String::new()),
+        };
+        let host_ok = glob_match(&host, &ip, false)
+            || (host != "*" && c.peer.map(|a| glob_match(&host, &host_name(&a), false)).unwrap_or(false))
+            || host == "*";
+        if host_ok && glob_match(&port, &prt, false) {
+            found.push((c.id, name.clone()));
+        }
+    }
+    found.sort();
+    let names: Vec<&str> = found.iter().map(|(_, n)| n.as_str()).collect();
+    Ok(Some(Obj::list_of_strings(&names)))
+}
+
+/// `configure sock ?-keepalive secs? ?-ping text? ?-maxlength bytes?`
+pub fn configure(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
+    if objv.len() < 2 {
+        return Err(wrong_args(objv, "sock ?arg ...?"));
+    }
+    let sock = objv[1].to_string_lossy();
+    let mut conns = st.conns.borrow_mut();
+    let c = conns.get_mut(&sock).ok_or_else(|| State::not_a_websocket(&sock))?;
+    let args = &objv[2..];
+    let empty = Obj::string("");
+    let mut i = 0;
+    while i < args.len() {
+        let k = args[i].to_string_lossy();
+        let v = args.get(i + 1).copied().unwrap_or_else(|| empty.borrow());
+        i += 2;
+        let bare = k.trim_start_matches('-').to_ascii_lowercase();
+        if bare.starts_with('k') {
+            let secs = v.get_double(interp.as_ptr()).ok_or(TclError::InInterp)?;
+            c.keepalive = secs.max(0.0);
+            c.handle.send(Cmd::Keepalive(State::keepalive_of(c.keepalive), c.ping.clone()));
+        } else if bare.starts_with('p') {
+            c.ping = v.to_utf8().map(|b| b.into_owned()).unwrap_or_else(|_| v.to_string_lossy().into_bytes());
+            if c.ping.len() > 125 {
+                return Err(TclError::ws("The -ping text cannot exceed 125 bytes", &[]));
+            }
+            c.handle.send(Cmd::Keepalive(State::keepalive_of(c.keepalive), c.ping.clone()));
+        } else if bare.starts_with('m') {
+            let n = v.get_wide(interp.as_ptr()).ok_or(TclError::InInterp)?;
+            if n <= 0 {
+                return Err(TclError::ws("-maxlength must be a positive number of bytes", &[]));
+            }
+            c.max_message = n as usize;
+            c.handle.set_max_message(n as usize);
+        } else {
+            return Err(TclError::ws(format!("{k} is not a recognised option"), &[]));
+        }
+    }
+    Ok(None)
+}
+
+/// `loglevel ?level?`
+pub fn loglevel(_st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
+    if objv.len() > 2 {
+        return Err(wrong_args(objv, "?loglvl?"));
+    }
+    if let Some(l) = objv.get(1) {
+        let l = l.to_string_lossy();
+        if !l.is_empty() {
+            log::set(&l);
+        }
+    }
+    Ok(Some(Obj::string(log::current())))
+}

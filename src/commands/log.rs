@@ -1,0 +1,64 @@
+//! `::websocket::loglevel` and log output in the format of tcllib's logger:
+//! `[<clock format [clock seconds]>] [websocket] [<level>] '<text>'` on stdout.
+
+use crate::tcl::interp::write_stdout;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const LEVELS: [&str; 8] = ["debug", "info", "notice", "warn", "error", "critical", "alert", "emergency"];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Level {
+    Debug = 0,
+    Info,
+    Notice,
+    Warn,
+    Error,
+}
+
+/// The level in force. tcllib keeps it per package (one value for all).
+static CURRENT: AtomicUsize = AtomicUsize::new(Level::Error as usize);
+
+pub fn current() -> &'static str {
+    LEVELS[CURRENT.load(Ordering::Relaxed)]
+}
+
+/// Sets the level if `name` is one of logger's levels; others are ignored,
+/// as tcllib's `catch {${log}::setlevel $loglvl}` ignores them.
+pub fn set(name: &str) {
+    if let Some(i) = LEVELS.iter().position(|l| *l == name) {
+        CURRENT.store(i, Ordering::Relaxed);
+    }
+}
+
+pub fn enabled(level: Level) -> bool {
+    level as usize >= CURRENT.load(Ordering::Relaxed)
+}
+
+fn clock_format_now() -> String {
+    // SAFETY: localtime_r and strftime write into our buffers only.
+    unsafe {
+        let t = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&t, &mut tm);
+        let mut buf = [0u8; 64];
+        let n = libc::strftime(
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+            c"%a %b %d %H:%M:%S %Z %Y".as_ptr(),
+            &tm,
+        );
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+/// Writes one log line if `level` is enabled. Call on an interpreter thread.
+pub fn log(level: Level, text: &str) {
+    if enabled(level) {
+        write_stdout(&format!(
+            "[{}] [websocket] [{}] '{}'\n",
+            clock_format_now(),
+            LEVELS[level as usize],
+            text
+        ));
+    }
+}

@@ -1,0 +1,141 @@
+//! `::websocket::open url handler ?-option value ...?`
+
+use super::{log, log::Level, next_id, wrong_args, Conn, ConnState, State, DEFAULT_MAX_MESSAGE};
+use crate::engine::client::{self, Request};
+use crate::engine::conn::{self as engine_conn, Options};
+use crate::engine::tls::TlsSettings;
+use crate::proto::writer::OutgoingState;
+use crate::proto::Role;
+use crate::tcl::{CmdResult, Interp, Obj, ObjRef, TclError};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// tcllib's accepted option prefixes (http::geturl's options), plus -tls.
+const ALLOWED: &[&str] = &["bi*", "bl*", "ch*", "he*", "k*", "m*", "prog*", "prot*", "qu*", "s*", "ti*", "ty*", "tls"];
+
+fn pairs<'a>(interp: Interp, list: ObjRef<'a>) -> Result<Vec<(ObjRef<'a>, ObjRef<'a>)>, TclError> {
+    let elems = list.list_elements(interp.as_ptr()).ok_or(TclError::InInterp)?;
+    if elems.len() % 2 != 0 {
+        return Err(TclError::plain("list must have an even number of elements"));
+    }
+    Ok(elems.chunks(2).map(|c| (c[0], c[1])).collect())
+}
+
+fn parse_tls(interp: Interp, v: ObjRef) -> Result<TlsSettings, TclError> {
+    let mut s = TlsSettings::default();
+    for (k, val) in pairs(interp, v)? {
+        let key = k.to_string_lossy();
+        let text = val.to_string_lossy();
+        match key.as_str() {
+            "-cafile" => s.cafile = Some(PathBuf::from(text)),
+            "-cadir" => s.cadir = Some(PathBuf::from(text)),
+            "-certfile" => s.certfile = Some(PathBuf::from(text)),
+            "-keyfile" => s.keyfile = Some(PathBuf::from(text)),
+            "-servername" => s.servername = Some(text),
+            "-require" => s.require = Some(val.get_boolean(interp.as_ptr()).ok_or(TclError::InInterp)?),
+            // Accepted for scripts written for the tls package; rustls decides these.
+            "-request" | "-ssl2" | "-ssl3" | "-tls1" | "-tls1.1" | "-tls1.2" | "-tls1.3" | "-cipher" | "-ciphers" | "-autoservername" => {}
+            _ => {
+                return Err(TclError::ws(
+                    format!("{key} is not a recognised -tls option (use -cafile, -cadir, -certfile, -keyfile, -servername or -require)"),
+                    &["OPTION"],
+                ))
+            }
+        }
+    }
+    Ok(s)
+}
+
+pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
+    if objv.len() < 3 {
+        return Err(wrong_args(objv, "url handler ?arg ...?"));
+    }
+    let url = objv[1].to_string_lossy();
+    let handler = objv[2].to_owned();
+    let mut protocols: Vec<String> = Vec::new();
+    let mut headers: Vec<(String, String)> = Vec::new();
+    let mut timeout = None;
+    let mut myaddr = None;
+    let mut tls = TlsSettings::default();
+    let args = &objv[3..];
+    let empty = Obj::string("");
+    let mut i = 0;
+    while i < args.len() {
+        let k = args[i].to_string_lossy();
+        let v = args.get(i + 1).copied().unwrap_or_else(|| empty.borrow());
+        i += 2;
+        let bare = k.trim_start_matches('-').to_string();
+        if !ALLOWED.iter().any(|p| super::glob_match(p, &bare, true)) {
+            return Err(TclError::ws(format!("{k} is not a recognised option"), &[]));
+        }
+        let lower = bare.to_ascii_lowercase();
+        if lower == "tls" {
+            tls = parse_tls(interp, v)?;
+        } else if lower.starts_with("he") {
+            // tcllib does `array set HDR $v`: the last value of a name wins.
+            for (name, value) in pairs(interp, v)? {
+                let name = name.to_string_lossy();
+                let value = value.to_string_lossy();
+                match headers.iter_mut().find(|(n, _)| *n == name) {
+                    Some(slot) => slot.1 = value,
+                    None => headers.push((name, value)),
+                }
+            }
+        } else if lower.starts_with("prot") {
+            let elems = v.list_elements(interp.as_ptr()).ok_or(TclError::InInterp)?;
+            protocols = elems.iter().map(|e| e.to_string_lossy()).collect();
+            if let Some(bad) = protocols.iter().find(|p| !crate::proto::handshake::is_token(p)) {
+                return Err(TclError::ws(format!("Invalid protocol name '{bad}'"), &["HANDSHAKE", "PROTOCOL"]));
+            }
+        } else if lower.starts_with("ti") {
+            // tcllib uses only positive integers and ignores anything else.
+            if let Some(ms) = v.get_wide(std::ptr::null_mut()) {
+                if ms > 0 {
+                    timeout = Some(Duration::from_millis(ms as u64));
+                }
+            }
+        } else if lower.starts_with('m') {
+            myaddr = Some(v.to_string_lossy());
+        }
+        // The other http::geturl options have no meaning for a WebSocket.
+    }
+
+    let target = client::parse_url(&url)
+        .map_err(|e| TclError::ws(format!("Error while opening WebSocket connection to {url}: {e}"), &[]))?;
+    let id = next_id();
+    let name = format!("sockws{id}");
+    let (handle, inbox) = engine_conn::channel(DEFAULT_MAX_MESSAGE);
+    st.register(
+        &name,
+        Conn {
+            id,
+            handler,
+            server: false,
+            state: ConnState::Connecting,
+            peer: None,
+            local: None,
+            keepalive: 0.0,
+            ping: Vec::new(),
+            max_message: DEFAULT_MAX_MESSAGE,
+            outgoing: OutgoingState::new(),
+            handle,
+            held: None,
+        },
+    );
+    let request = Request {
+        target,
+        protocols,
+        headers,
+        timeout,
+        myaddr,
+        tls,
+    };
+    let opts = Options {
+        role: Role::Client,
+        keepalive: None,
+        ping_payload: Vec::new(),
+    };
+    log::log(Level::Debug, &format!("Opening WebSocket connection to {url} as {name}"));
+    client::spawn(request, opts, id, st.sink(), inbox);
+    Ok(Some(Obj::string(&name)))
+}

@@ -1,0 +1,86 @@
+//! `::websocket::send sock type ?msg? ?final?`
+
+use super::{log, log::Level, wrong_args, ConnState, State};
+use crate::proto::frame;
+use crate::tcl::{CmdResult, Interp, Obj, ObjRef, TclError};
+
+const BAD_TYPE: &str = "Unrecognised type, should be one of text, binary, ping or a protocol valid integer";
+
+/// The opcode for a `send` type: tcllib's names (case-insensitive prefixes)
+/// or an integer opcode that is legal to send (continuation, text, binary,
+/// ping, pong).
+fn opcode_of(interp: Interp, ty: ObjRef) -> Result<u8, TclError> {
+    let text = ty.to_string_lossy();
+    if let Some(n) = ty.get_wide(std::ptr::null_mut()) {
+        return match n {
+            0 | 1 | 2 | 9 | 10 => Ok(n as u8),
+            8 => Err(TclError::ws("Use ::websocket::close to send a close frame", &[])),
+            _ => Err(TclError::ws(BAD_TYPE, &[])),
+        };
+    }
+    let _ = interp;
+    match text.chars().next().map(|c| c.to_ascii_lowercase()) {
+        Some('t') => Ok(frame::OP_TEXT),
+        Some('b') => Ok(frame::OP_BINARY),
+        Some('p') => Ok(frame::OP_PING),
+        _ => Err(TclError::ws(BAD_TYPE, &[])),
+    }
+}
+
+pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
+    if objv.len() < 3 || objv.len() > 5 {
+        return Err(wrong_args(objv, "sock type ?msg? ?final?"));
+    }
+    let sock = objv[1].to_string_lossy();
+    let mut conns = st.conns.borrow_mut();
+    let conn = conns.get_mut(&sock).ok_or_else(|| State::not_a_websocket(&sock))?;
+    if conn.state != ConnState::Connected {
+        log::log(Level::Warn, &format!("Cannot send along WS {sock}, not connected"));
+        return Ok(Some(Obj::int(-1)));
+    }
+    let opcode = opcode_of(interp, objv[2])?;
+    let fin = match objv.get(4) {
+        Some(f) => f.get_boolean(interp.as_ptr()).ok_or(TclError::InInterp)?,
+        None => true,
+    };
+    // The message's type decides how `msg` is read: text as UTF-8, the rest as bytes.
+    let data_opcode = if opcode == frame::OP_CONTINUATION {
+        conn.outgoing.current_opcode().unwrap_or(frame::OP_BINARY)
+    } else {
+        opcode
+    };
+    let text_storage;
+    let payload: &[u8] = match objv.get(3) {
+        None => &[],
+        Some(m) if data_opcode == frame::OP_TEXT => {
+            text_storage = m.to_utf8().map_err(|_| {
+                TclError::ws(
+                    "Cannot send text: the string holds a lone surrogate, which has no UTF-8 form",
+                    &["UTF8"],
+                )
+            })?;
+            &text_storage
+        }
+        Some(m) => m.byte_array(),
+    };
+    if opcode == frame::OP_CONTINUATION && !conn.outgoing.in_message() {
+        return Err(TclError::ws("No message in progress to continue", &[]));
+    }
+    let wire_opcode = conn
+        .outgoing
+        .frame_opcode(opcode, fin, payload.len())
+        .map_err(|e| TclError::ws(e.to_string(), &[]))?;
+    let mask = (!conn.server).then(|| st.keys.borrow_mut().next_key());
+    let mut out = Vec::with_capacity(payload.len() + frame::MAX_HEADER_LEN);
+    frame::encode_frame(&mut out, fin, wire_opcode, mask, payload);
+    let n = out.len();
+    if !conn.handle.send_data(out) {
+        return Ok(Some(Obj::int(-1)));
+    }
+    if log::enabled(Level::Debug) {
+        let dst = if conn.server { "client" } else { "server" };
+        let what = if fin { "final fragment" } else { "fragment" };
+        log::log(Level::Debug, &format!("Sent {} bytes long {} {what} to {dst}", payload.len(), opcode));
+    }
+    Ok(Some(Obj::int(n as i64)))
+}

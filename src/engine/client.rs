@@ -1,0 +1,302 @@
+//! The client side: resolve, connect, TLS, opening handshake (RFC 6455 §4.1),
+//! then hand over to `conn::run`.
+
+use super::conn::{self, Inbox, Options};
+use super::tls::{self, TlsSettings};
+use super::{Event, Sink};
+use crate::proto::handshake;
+use crate::proto::mask::MaskKeys;
+use rustls::pki_types::ServerName;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Where to connect, from a ws:// or wss:// URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The URL as the script gave it (for messages).
+    pub url: String,
+    pub secure: bool,
+    pub host: String,
+    pub port: u16,
+    /// Value of the Host header.
+    pub host_header: String,
+    /// Path and query ("/" at least).
+    pub resource: String,
+}
+
+/// Parses a WebSocket URL. http:// and https:// are accepted too, as tcllib
+/// (which rewrites ws to http) does.
+pub fn parse_url(url: &str) -> Result<Target, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("Invalid URL '{url}': {e}"))?;
+    let secure = match parsed.scheme() {
+        "ws" | "http" => false,
+        "wss" | "https" => true,
+        s => return Err(format!("Invalid URL '{url}': unsupported scheme '{s}' (use ws:// or wss://)")),
+    };
+    if parsed.fragment().is_some() {
+        return Err(format!("Invalid URL '{url}': a WebSocket URL cannot have a fragment"));
+    }
+    let host = match parsed.host() {
+        Some(url::Host::Domain(d)) => d.to_string(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        None => return Err(format!("Invalid URL '{url}': no host")),
+    };
+    let default_port = if secure { 443 } else { 80 };
+    let port = parsed.port().unwrap_or(default_port);
+    let host_in_header = match parsed.host() {
+        Some(url::Host::Ipv6(a)) => format!("[{a}]"),
+        _ => host.clone(),
+    };
+    let host_header = if port == default_port {
+        host_in_header
+    } else {
+        format!("{host_in_header}:{port}")
+    };
+    let mut resource = parsed.path().to_string();
+    if resource.is_empty() {
+        resource.push('/');
+    }
+    if let Some(q) = parsed.query() {
+        resource.push('?');
+        resource.push_str(q);
+    }
+    Ok(Target {
+        url: url.to_string(),
+        secure,
+        host,
+        port,
+        host_header,
+        resource,
+    })
+}
+
+/// Everything `::websocket::open` decided.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub target: Target,
+    pub protocols: Vec<String>,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Option<Duration>,
+    pub myaddr: Option<String>,
+    pub tls: TlsSettings,
+}
+
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+struct Established {
+    stream: Box<dyn Stream>,
+    leftover: Vec<u8>,
+    protocol: String,
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+}
+
+async fn connect_tcp(req: &Request) -> Result<TcpStream, String> {
+    let t = &req.target;
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((t.host.as_str(), t.port))
+        .await
+        .map_err(|e| format!("Cannot resolve host '{}': {e}", t.host))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("Cannot resolve host '{}'", t.host));
+    }
+    let local: Option<std::net::IpAddr> = match &req.myaddr {
+        None => None,
+        Some(a) => Some(match a.parse() {
+            Ok(ip) => ip,
+            Err(_) => tokio::net::lookup_host((a.as_str(), 0))
+                .await
+                .ok()
+                .and_then(|mut it| it.next())
+                .map(|s| s.ip())
+                .ok_or_else(|| format!("Cannot resolve -myaddr '{a}'"))?,
+        }),
+    };
+    let mut last = String::new();
+    for addr in addrs {
+        if let Some(ip) = local {
+            if ip.is_ipv4() != addr.is_ipv4() {
+                continue;
+            }
+        }
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
+        let socket = match socket {
+            Ok(s) => s,
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
+        };
+        if let Some(ip) = local {
+            if let Err(e) = socket.bind(SocketAddr::new(ip, 0)) {
+                return Err(format!("Cannot bind to -myaddr '{ip}': {e}"));
+            }
+        }
+        match socket.connect(addr).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(format!("Cannot connect to {}: {last}", t.url))
+}
+
+async fn handshake_on<S: Stream>(mut stream: S, req: &Request) -> Result<(S, Vec<u8>, String), String> {
+    let key = handshake::generate_key(&mut MaskKeys::new());
+    let head = handshake::build_client_request(
+        &req.target.host_header,
+        &req.target.resource,
+        &key,
+        &req.protocols,
+        &req.headers,
+    )
+    .map_err(|e| e.message)?;
+    stream
+        .write_all(&head)
+        .await
+        .map_err(|e| format!("Cannot send the handshake to {}: {e}", req.target.url))?;
+    stream.flush().await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        match handshake::parse_response(&buf) {
+            Ok(Some((resp, used))) => {
+                if resp.status != 101 {
+                    return Err(format!(
+                        "HTTP error code {} when establishing WebSocket connection with {}",
+                        resp.status, req.target.url
+                    ));
+                }
+                let protocol = handshake::validate_response(&resp, &key, &req.protocols)
+                    .map_err(|e| format!("{} (from {})", e.message, req.target.url))?;
+                let leftover = buf[used..].to_vec();
+                return Ok((stream, leftover, protocol));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("Invalid handshake response from {}: {}", req.target.url, e.message)),
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("Connection to {} failed during the handshake: {e}", req.target.url))?;
+        if n == 0 {
+            return Err(format!("Connection to {} closed during the handshake", req.target.url));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn establish(req: &Request) -> Result<Established, String> {
+    let tcp = connect_tcp(req).await?;
+    let peer = tcp.peer_addr().ok();
+    let local = tcp.local_addr().ok();
+    if req.target.secure {
+        let config = tls::client_config(&req.tls).map_err(|e| format!("TLS setup for {} failed: {e}", req.target.url))?;
+        let name = req.tls.servername.clone().unwrap_or_else(|| req.target.host.clone());
+        let server_name = ServerName::try_from(name.clone())
+            .map_err(|_| format!("Invalid TLS server name '{name}'"))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake with {} failed: {e}", req.target.url))?;
+        let (s, leftover, protocol) = handshake_on(tls, req).await?;
+        Ok(Established {
+            stream: Box::new(s),
+            leftover,
+            protocol,
+            peer,
+            local,
+        })
+    } else {
+        let (s, leftover, protocol) = handshake_on(tcp, req).await?;
+        Ok(Established {
+            stream: Box::new(s),
+            leftover,
+            protocol,
+            peer,
+            local,
+        })
+    }
+}
+
+/// Connects in the background; reports `Connected`, `Error` or `Timeout`,
+/// then runs the connection.
+pub fn spawn(req: Request, opts: Options, id: u64, sink: Arc<dyn Sink>, inbox: Inbox) {
+    super::runtime::handle().spawn(async move {
+        let outcome = match req.timeout {
+            Some(t) => tokio::time::timeout(t, establish(&req)).await.ok(),
+            None => Some(establish(&req).await),
+        };
+        match outcome {
+            None => sink.emit(id, Event::Timeout(format!("Timeout when connecting to {}", req.target.url))),
+            Some(Err(msg)) => sink.emit(id, Event::Error(msg)),
+            Some(Ok(e)) => {
+                sink.emit(
+                    id,
+                    Event::Connected {
+                        protocol: e.protocol,
+                        peer: e.peer,
+                        local: e.local,
+                    },
+                );
+                conn::run(e.stream, e.leftover, Vec::new(), opts, id, sink, inbox).await;
+            }
+        }
+    });
+}
+
+/// Runs a connection on a socket taken over from Tcl.
+pub fn spawn_taken(
+    fd: std::os::fd::OwnedFd,
+    buffered: Vec<u8>,
+    preamble: Vec<u8>,
+    opts: Options,
+    id: u64,
+    sink: Arc<dyn Sink>,
+    inbox: Inbox,
+) {
+    super::runtime::handle().spawn(async move {
+        let std_stream = std::net::TcpStream::from(fd);
+        let stream = std_stream
+            .set_nonblocking(true)
+            .and_then(|_| TcpStream::from_std(std_stream));
+        match stream {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                conn::run(s, buffered, preamble, opts, id, sink, inbox).await;
+            }
+            Err(e) => sink.emit(
+                id,
+                Event::Closed {
+                    code: crate::proto::close::ABNORMAL,
+                    reason: format!("cannot use the socket: {e}"),
+                },
+            ),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let t = parse_url("ws://example.com/chat?x=1").unwrap();
+        assert_eq!((t.secure, t.port, t.host_header.as_str(), t.resource.as_str()), (false, 80, "example.com", "/chat?x=1"));
+        let t = parse_url("wss://127.0.0.1:8443").unwrap();
+        assert_eq!((t.secure, t.port, t.host_header.as_str(), t.resource.as_str()), (true, 8443, "127.0.0.1:8443", "/"));
+        let t = parse_url("ws://[::1]:9000/a").unwrap();
+        assert_eq!((t.host.as_str(), t.host_header.as_str()), ("::1", "[::1]:9000"));
+        assert!(parse_url("ftp://x/").is_err());
+        assert!(parse_url("ws://x/#frag").is_err());
+        assert!(parse_url("not a url").is_err());
+    }
+}

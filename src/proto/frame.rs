@@ -1,0 +1,291 @@
+//! Frame header encoding and decoding (RFC 6455 §5.2).
+
+use crate::proto::close::Violation;
+use crate::proto::mask::mask_into;
+
+pub const OP_CONTINUATION: u8 = 0;
+pub const OP_TEXT: u8 = 1;
+pub const OP_BINARY: u8 = 2;
+pub const OP_CLOSE: u8 = 8;
+pub const OP_PING: u8 = 9;
+pub const OP_PONG: u8 = 10;
+
+/// Control frames have the most significant opcode bit set (RFC 6455 §5.5).
+pub fn is_control(opcode: u8) -> bool {
+    opcode & 0x08 != 0
+}
+
+/// Max header size: 2 + 8 + 4 = 14.
+pub const MAX_HEADER_LEN: usize = 14;
+
+/// Header length for a payload length and masking choice.
+pub fn header_len(masked: bool, payload_len: u64) -> usize {
+    let ext = if payload_len < 126 {
+        0
+    } else if payload_len <= 0xffff {
+        2
+    } else {
+        8
+    };
+    2 + ext + if masked { 4 } else { 0 }
+}
+
+/// Append a frame header to `out`. `mask` Some => MASK bit set and key
+/// appended. Uses the minimal 7/16/64-bit length form.
+pub fn encode_header(
+    out: &mut Vec<u8>,
+    fin: bool,
+    opcode: u8,
+    mask: Option<[u8; 4]>,
+    payload_len: u64,
+) {
+    let b0 = if fin { 0x80 } else { 0 } | (opcode & 0x0f);
+    let mbit = if mask.is_some() { 0x80 } else { 0 };
+    if payload_len < 126 {
+        out.extend_from_slice(&[b0, mbit | payload_len as u8]);
+    } else if payload_len <= 0xffff {
+        out.extend_from_slice(&[b0, mbit | 126]);
+        out.extend_from_slice(&(payload_len as u16).to_be_bytes());
+    } else {
+        out.extend_from_slice(&[b0, mbit | 127]);
+        out.extend_from_slice(&payload_len.to_be_bytes());
+    }
+    if let Some(k) = mask {
+        out.extend_from_slice(&k);
+    }
+}
+
+/// Append header + payload (masked when `mask` is Some) to `out`; the payload
+/// is copied once (masked while copying).
+pub fn encode_frame(
+    out: &mut Vec<u8>,
+    fin: bool,
+    opcode: u8,
+    mask: Option<[u8; 4]>,
+    payload: &[u8],
+) {
+    out.reserve(header_len(mask.is_some(), payload.len() as u64) + payload.len());
+    encode_header(out, fin, opcode, mask, payload.len() as u64);
+    match mask {
+        None => out.extend_from_slice(payload),
+        Some(k) => {
+            let start = out.len();
+            out.resize(start + payload.len(), 0);
+            mask_into(&mut out[start..], payload, k, 0);
+        }
+    }
+}
+
+/// A decoded frame header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub fin: bool,
+    /// RSV1..RSV3 as a 3-bit value (RSV1 = 0b100).
+    pub rsv: u8,
+    pub opcode: u8,
+    pub mask: Option<[u8; 4]>,
+    pub payload_len: u64,
+}
+
+/// Parse a header from the start of `buf`. `Ok(None)` if more bytes are
+/// needed; `Ok(Some((hdr, header_len)))` otherwise.
+///
+/// Errors if the 64-bit length has its most significant bit set (§5.2).
+/// A non-minimal length encoding is accepted.
+pub fn parse_header(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, Violation> {
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    let b0 = buf[0];
+    let b1 = buf[1];
+    let masked = b1 & 0x80 != 0;
+    let len7 = b1 & 0x7f;
+    let ext = match len7 {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let total = 2 + ext + if masked { 4 } else { 0 };
+    // The 64-bit MSB can be judged as soon as its byte is here.
+    if ext == 8 && buf.len() > 2 && buf[2] & 0x80 != 0 {
+        return Err(Violation::protocol("64-bit payload length has MSB set"));
+    }
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let payload_len = match ext {
+        0 => len7 as u64,
+        2 => u16::from_be_bytes([buf[2], buf[3]]) as u64,
+        _ => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            u64::from_be_bytes(b)
+        }
+    };
+    let mask = if masked {
+        let m = 2 + ext;
+        Some([buf[m], buf[m + 1], buf[m + 2], buf[m + 3]])
+    } else {
+        None
+    };
+    Ok(Some((
+        FrameHeader {
+            fin: b0 & 0x80 != 0,
+            rsv: (b0 >> 4) & 0x07,
+            opcode: b0 & 0x0f,
+            mask,
+            payload_len,
+        },
+        total,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    /// RFC 6455 §5.7: single-frame unmasked text "Hello".
+    #[test]
+    fn rfc_unmasked_hello() {
+        let mut v = Vec::new();
+        encode_frame(&mut v, true, OP_TEXT, None, b"Hello");
+        assert_eq!(v, [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
+        let (h, n) = parse_header(&v).unwrap().unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(
+            h,
+            FrameHeader {
+                fin: true,
+                rsv: 0,
+                opcode: 1,
+                mask: None,
+                payload_len: 5
+            }
+        );
+    }
+
+    /// RFC 6455 §5.7: single-frame masked text "Hello".
+    #[test]
+    fn rfc_masked_hello() {
+        let mut v = Vec::new();
+        encode_frame(&mut v, true, OP_TEXT, Some(KEY), b"Hello");
+        assert_eq!(
+            v,
+            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
+        let (h, n) = parse_header(&v).unwrap().unwrap();
+        assert_eq!(n, 6);
+        assert_eq!(h.mask, Some(KEY));
+        assert_eq!(h.payload_len, 5);
+    }
+
+    /// RFC 6455 §5.7: fragmented unmasked text "Hel" + "lo".
+    #[test]
+    fn rfc_fragmented() {
+        let mut v = Vec::new();
+        encode_frame(&mut v, false, OP_TEXT, None, b"Hel");
+        assert_eq!(v, [0x01, 0x03, 0x48, 0x65, 0x6c]);
+        v.clear();
+        encode_frame(&mut v, true, OP_CONTINUATION, None, b"lo");
+        assert_eq!(v, [0x80, 0x02, 0x6c, 0x6f]);
+        let (h, _) = parse_header(&v).unwrap().unwrap();
+        assert!(h.fin);
+        assert_eq!(h.opcode, 0);
+    }
+
+    /// RFC 6455 §5.7: unmasked ping "Hello" and masked pong "Hello".
+    #[test]
+    fn rfc_ping_pong() {
+        let mut v = Vec::new();
+        encode_frame(&mut v, true, OP_PING, None, b"Hello");
+        assert_eq!(v, [0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
+        v.clear();
+        encode_frame(&mut v, true, OP_PONG, Some(KEY), b"Hello");
+        assert_eq!(
+            v,
+            [0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
+    }
+
+    /// RFC 6455 §5.7: 256-byte binary uses the 16-bit length form (7E 01 00),
+    /// 64 KiB uses the 64-bit form (7F 00..01 00 00).
+    #[test]
+    fn rfc_length_forms() {
+        let mut v = Vec::new();
+        encode_header(&mut v, true, OP_BINARY, None, 256);
+        assert_eq!(v, [0x82, 0x7e, 0x01, 0x00]);
+        assert_eq!(parse_header(&v).unwrap().unwrap().0.payload_len, 256);
+        v.clear();
+        encode_header(&mut v, true, OP_BINARY, None, 65536);
+        assert_eq!(
+            v,
+            [0x82, 0x7f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00]
+        );
+        assert_eq!(parse_header(&v).unwrap().unwrap().0.payload_len, 65536);
+        // Boundaries of minimal encoding (§5.2).
+        for (len, hl) in [
+            (0u64, 2usize),
+            (125, 2),
+            (126, 4),
+            (0xffff, 4),
+            (0x10000, 10),
+            (u64::MAX >> 1, 10),
+        ] {
+            for mask in [None, Some(KEY)] {
+                v.clear();
+                encode_header(&mut v, false, OP_BINARY, mask, len);
+                let extra = if mask.is_some() { 4 } else { 0 };
+                assert_eq!(v.len(), hl + extra);
+                assert_eq!(header_len(mask.is_some(), len), hl + extra);
+                let (h, n) = parse_header(&v).unwrap().unwrap();
+                assert_eq!(n, v.len());
+                assert_eq!(h.payload_len, len);
+                assert_eq!(h.mask, mask);
+                assert!(!h.fin);
+                // Every strict prefix needs more bytes.
+                for i in 0..v.len() {
+                    assert_eq!(parse_header(&v[..i]), Ok(None));
+                }
+            }
+        }
+    }
+
+    /// RFC 6455 §5.2: "the most significant bit MUST be 0" for the 64-bit length.
+    #[test]
+    fn msb_length_rejected() {
+        let v = [0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(parse_header(&v).unwrap_err().code, 1002);
+        // Detected as soon as that byte arrives.
+        assert_eq!(parse_header(&v[..3]).unwrap_err().code, 1002);
+    }
+
+    /// RFC 6455 §5.2: non-minimal length encodings are tolerated by the parser.
+    #[test]
+    fn non_minimal_accepted() {
+        let v = [0x82, 0x7e, 0x00, 0x05];
+        assert_eq!(parse_header(&v).unwrap().unwrap().0.payload_len, 5);
+        let v = [0x82, 0x7f, 0, 0, 0, 0, 0, 0, 0, 0x05];
+        assert_eq!(parse_header(&v).unwrap().unwrap().0.payload_len, 5);
+    }
+
+    /// RFC 6455 §5.2: RSV bits and opcode are reported verbatim.
+    #[test]
+    fn rsv_and_opcode_bits() {
+        let (h, _) = parse_header(&[0x70 | 0x03, 0x00]).unwrap().unwrap();
+        assert_eq!(h.rsv, 7);
+        assert_eq!(h.opcode, 3);
+        assert!(!h.fin);
+        let (h, _) = parse_header(&[0xc2, 0x00]).unwrap().unwrap();
+        assert_eq!(h.rsv, 4);
+    }
+
+    /// RFC 6455 §5.5: opcodes 0x8-0xF are control frames.
+    #[test]
+    fn control_opcodes() {
+        for op in 0..16u8 {
+            assert_eq!(is_control(op), op >= 8);
+        }
+    }
+}

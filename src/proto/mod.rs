@@ -1,0 +1,20 @@
+//! Pure, sans-I/O implementation of the RFC 6455 WebSocket protocol.
+//!
+//! Nothing in this module performs network I/O or touches Tcl; the only OS
+//! contact is [`mask::MaskKeys`], which reads random bytes for mask keys and
+//! handshake nonces.
+
+pub mod close;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+pub mod reader;
+pub mod utf8;
+pub mod writer;
+
+/// Which end of the connection we are. Determines masking rules (RFC 6455 §5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Server,
+}

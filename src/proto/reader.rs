@@ -1,0 +1,892 @@
+//! Incremental frame decoder and message assembler (RFC 6455 §5, §6.2).
+//!
+//! An explicit, sans-I/O state machine: the caller hands in whatever bytes
+//! arrived and gets back how many were consumed plus at most one complete
+//! message.
+
+use crate::proto::close::{self, Violation};
+use crate::proto::frame::{self, FrameHeader, MAX_HEADER_LEN};
+use crate::proto::mask::mask_into;
+use crate::proto::utf8::Utf8Validator;
+use crate::proto::Role;
+
+/// A complete message (or control frame) received from the peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Validated UTF-8.
+    Text(Vec<u8>),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(Option<close::CloseFrame>),
+}
+
+/// Never reserve more than this ahead of actually received payload bytes.
+const RESERVE_CAP: usize = 1 << 20;
+
+#[derive(Clone, Copy, Debug)]
+enum State {
+    /// Waiting for (the rest of) a frame header; `hdr_buf[..hdr_len]` holds
+    /// any bytes of it received so far.
+    Header,
+    /// Reading a frame payload; `pos` bytes of it have been consumed.
+    Payload { hdr: FrameHeader, pos: u64 },
+}
+
+/// Incremental frame decoder + message assembler.
+#[derive(Debug)]
+pub struct MessageReader {
+    role: Role,
+    max_message_size: usize,
+    state: State,
+    hdr_buf: [u8; MAX_HEADER_LEN],
+    hdr_len: usize,
+    /// Opcode (TEXT/BINARY) of the data message in progress, if any.
+    msg_opcode: Option<u8>,
+    /// Payload of the data message in progress.
+    msg: Vec<u8>,
+    /// Payload of the control frame in progress.
+    ctrl: Vec<u8>,
+    utf8: Utf8Validator,
+    /// Once a violation has been reported, every further call reports it again.
+    failed: Option<Violation>,
+}
+
+impl MessageReader {
+    /// `max_message_size` bounds the total payload of a data message
+    /// (sum of its fragments); use `usize::MAX` for "unlimited".
+    pub fn new(role: Role, max_message_size: usize) -> Self {
+        MessageReader {
+            role,
+            max_message_size,
+            state: State::Header,
+            hdr_buf: [0; MAX_HEADER_LEN],
+            hdr_len: 0,
+            msg_opcode: None,
+            msg: Vec::new(),
+            ctrl: Vec::new(),
+            utf8: Utf8Validator::new(),
+            failed: None,
+        }
+    }
+
+    pub fn set_max_message_size(&mut self, n: usize) {
+        self.max_message_size = n;
+    }
+
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// True while a fragmented data message is in progress (or a frame is
+    /// partially read).
+    pub fn in_message(&self) -> bool {
+        self.msg_opcode.is_some() || self.hdr_len > 0 || matches!(self.state, State::Payload { .. })
+    }
+
+    /// Consume bytes from the front of `buf`. Returns how many bytes were
+    /// consumed and at most one complete message. Call again with
+    /// `buf[consumed..]` while it returns a message or `consumed > 0`; stop
+    /// when it returns `(0, None)` (needs more input).
+    ///
+    /// All consumed bytes are owned by the reader afterwards (partial
+    /// headers and payloads are buffered internally), so the caller can
+    /// discard them. After an `Err` the connection must be failed; the
+    /// reader keeps returning the same error.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<(usize, Option<Message>), Violation> {
+        if let Some(v) = &self.failed {
+            return Err(v.clone());
+        }
+        match self.read_inner(buf) {
+            Ok(r) => Ok(r),
+            Err(v) => {
+                self.failed = Some(v.clone());
+                Err(v)
+            }
+        }
+    }
+
+    fn read_inner(&mut self, buf: &[u8]) -> Result<(usize, Option<Message>), Violation> {
+        let mut consumed = 0;
+        loop {
+            match self.state {
+                State::Header => {
+                    let rest = &buf[consumed..];
+                    let parsed = if self.hdr_len == 0 {
+                        match frame::parse_header(rest)? {
+                            Some(p) => Some(p),
+                            None => {
+                                // Fewer than MAX_HEADER_LEN bytes: stash them.
+                                self.hdr_buf[..rest.len()].copy_from_slice(rest);
+                                self.hdr_len = rest.len();
+                                consumed += rest.len();
+                                None
+                            }
+                        }
+                    } else {
+                        let before = self.hdr_len;
+                        let take = rest.len().min(MAX_HEADER_LEN - before);
+                        self.hdr_buf[before..before + take].copy_from_slice(&rest[..take]);
+                        match frame::parse_header(&self.hdr_buf[..before + take])? {
+                            Some((h, n)) => {
+                                self.hdr_len = 0;
+                                Some((h, n - before))
+                            }
+                            None => {
+                                self.hdr_len = before + take;
+                                consumed += take;
+                                None
+                            }
+                        }
+                    };
+                    let (hdr, used) = match parsed {
+                        Some(p) => p,
+                        None => return Ok((consumed, None)),
+                    };
+                    consumed += used;
+                    self.start_frame(&hdr, buf.len() - consumed)?;
+                    self.state = State::Payload { hdr, pos: 0 };
+                    if hdr.payload_len == 0 {
+                        if let Some(m) = self.finish_frame(&hdr)? {
+                            return Ok((consumed, Some(m)));
+                        }
+                    }
+                }
+                State::Payload { hdr, pos } => {
+                    let rest = &buf[consumed..];
+                    if rest.is_empty() {
+                        return Ok((consumed, None));
+                    }
+                    let remaining = hdr.payload_len - pos;
+                    let n = if (rest.len() as u64) < remaining {
+                        rest.len()
+                    } else {
+                        remaining as usize
+                    };
+                    let src = &rest[..n];
+                    let control = frame::is_control(hdr.opcode);
+                    let dst = if control {
+                        &mut self.ctrl
+                    } else {
+                        &mut self.msg
+                    };
+                    let start = dst.len();
+                    match hdr.mask {
+                        None => dst.extend_from_slice(src),
+                        Some(k) => {
+                            dst.resize(start + n, 0);
+                            mask_into(&mut dst[start..], src, k, pos as usize);
+                        }
+                    }
+                    if !control && self.msg_opcode == Some(frame::OP_TEXT) {
+                        self.utf8.feed(&self.msg[start..]).map_err(|_| {
+                            Violation::invalid_data("invalid UTF-8 in text message")
+                        })?;
+                    }
+                    consumed += n;
+                    let pos = pos + n as u64;
+                    self.state = State::Payload { hdr, pos };
+                    if pos == hdr.payload_len {
+                        if let Some(m) = self.finish_frame(&hdr)? {
+                            return Ok((consumed, Some(m)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Validate a freshly parsed header against the connection state and
+    /// prepare buffers. `available` is how many payload bytes are already
+    /// in the caller's buffer (used to bound reservations).
+    fn start_frame(&mut self, h: &FrameHeader, available: usize) -> Result<(), Violation> {
+        if h.rsv != 0 {
+            return Err(Violation::protocol("reserved bits set"));
+        }
+        match (self.role, h.mask.is_some()) {
+            (Role::Server, false) => return Err(Violation::protocol("unmasked frame from client")),
+            (Role::Client, true) => return Err(Violation::protocol("masked frame from server")),
+            _ => {}
+        }
+        match h.opcode {
+            frame::OP_CLOSE | frame::OP_PING | frame::OP_PONG => {
+                if !h.fin {
+                    return Err(Violation::protocol("fragmented control frame"));
+                }
+                if h.payload_len > 125 {
+                    return Err(Violation::protocol("control frame payload too long"));
+                }
+                self.ctrl.clear();
+                self.ctrl.reserve(h.payload_len as usize);
+                return Ok(());
+            }
+            frame::OP_CONTINUATION => {
+                if self.msg_opcode.is_none() {
+                    return Err(Violation::protocol("continuation frame without a message"));
+                }
+            }
+            frame::OP_TEXT | frame::OP_BINARY => {
+                if self.msg_opcode.is_some() {
+                    return Err(Violation::protocol(
+                        "new data frame inside a fragmented message",
+                    ));
+                }
+            }
+            _ => return Err(Violation::protocol("reserved opcode")),
+        }
+        let room = (self.max_message_size - self.msg.len().min(self.max_message_size)) as u64;
+        if h.payload_len > room {
+            return Err(Violation::too_big("message too big"));
+        }
+        if h.opcode != frame::OP_CONTINUATION {
+            self.msg_opcode = Some(h.opcode);
+            self.msg.clear();
+            self.utf8.reset();
+        }
+        // payload_len <= room <= usize::MAX, so the cast is lossless.
+        let want = (h.payload_len as usize).min(available.max(RESERVE_CAP));
+        self.msg.reserve(want);
+        Ok(())
+    }
+
+    /// The whole payload of frame `h` has arrived.
+    fn finish_frame(&mut self, h: &FrameHeader) -> Result<Option<Message>, Violation> {
+        self.state = State::Header;
+        match h.opcode {
+            frame::OP_PING => Ok(Some(Message::Ping(std::mem::take(&mut self.ctrl)))),
+            frame::OP_PONG => Ok(Some(Message::Pong(std::mem::take(&mut self.ctrl)))),
+            frame::OP_CLOSE => {
+                let c = close::parse_close_payload(&self.ctrl)?;
+                self.ctrl.clear();
+                Ok(Some(Message::Close(c)))
+            }
+            _ => {
+                if !h.fin {
+                    return Ok(None);
+                }
+                let op = self.msg_opcode.take();
+                let data = std::mem::take(&mut self.msg);
+                if op == Some(frame::OP_TEXT) {
+                    if !self.utf8.is_complete() {
+                        return Err(Violation::invalid_data("truncated UTF-8 in text message"));
+                    }
+                    self.utf8.reset();
+                    Ok(Some(Message::Text(data)))
+                } else {
+                    Ok(Some(Message::Binary(data)))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::close::CloseFrame;
+    use crate::proto::frame::{encode_frame, encode_header};
+
+    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+    const MAX: usize = 1 << 20;
+
+    fn fr(fin: bool, op: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        encode_frame(&mut v, fin, op, mask, payload);
+        v
+    }
+
+    /// Masked (client-to-server) frame with the RFC sample key.
+    fn m(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
+        fr(fin, op, Some(KEY), payload)
+    }
+
+    /// Unmasked (server-to-client) frame.
+    fn u(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
+        fr(fin, op, None, payload)
+    }
+
+    type Outcome = (Vec<Message>, Option<Violation>);
+
+    /// Feed `data` in the given chunk sizes (cycled), following the
+    /// documented calling convention.
+    fn decode_with(
+        r: &mut MessageReader,
+        data: &[u8],
+        sizes: &mut dyn FnMut() -> usize,
+    ) -> Outcome {
+        let mut msgs = Vec::new();
+        let mut off = 0;
+        let mut scratch = data.to_vec();
+        while off < data.len() {
+            let n = sizes().max(1).min(data.len() - off);
+            let chunk = &mut scratch[off..off + n];
+            let mut at = 0;
+            loop {
+                match r.read(&mut chunk[at..]) {
+                    Ok((0, None)) => break,
+                    Ok((c, msg)) => {
+                        at += c;
+                        if let Some(mm) = msg {
+                            msgs.push(mm);
+                        }
+                    }
+                    Err(v) => return (msgs, Some(v)),
+                }
+            }
+            assert_eq!(at, n, "reader must consume every byte it is given");
+            off += n;
+        }
+        (msgs, None)
+    }
+
+    fn decode(role: Role, max: usize, data: &[u8]) -> Outcome {
+        let mut r = MessageReader::new(role, max);
+        decode_with(&mut r, data, &mut || usize::MAX)
+    }
+
+    fn decode_bytewise(role: Role, max: usize, data: &[u8]) -> Outcome {
+        let mut r = MessageReader::new(role, max);
+        decode_with(&mut r, data, &mut || 1)
+    }
+
+    /// Whole-buffer and byte-at-a-time decoding must agree; returns the result.
+    fn check(role: Role, max: usize, data: &[u8]) -> Outcome {
+        let a = decode(role, max, data);
+        let b = decode_bytewise(role, max, data);
+        assert_eq!(a, b, "whole vs bytewise");
+        a
+    }
+
+    fn ok(role: Role, data: &[u8]) -> Vec<Message> {
+        let (msgs, err) = check(role, MAX, data);
+        assert_eq!(err, None);
+        msgs
+    }
+
+    fn err_code(role: Role, data: &[u8]) -> u16 {
+        check(role, MAX, data).1.expect("expected a violation").code
+    }
+
+    /// RFC 6455 §5.7: single-frame unmasked text "Hello" (server to client).
+    #[test]
+    fn rfc_unmasked_text() {
+        let d = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
+        assert_eq!(ok(Role::Client, &d), vec![Message::Text(b"Hello".to_vec())]);
+    }
+
+    /// RFC 6455 §5.7: single-frame masked text "Hello" (client to server).
+    #[test]
+    fn rfc_masked_text() {
+        let d = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        assert_eq!(ok(Role::Server, &d), vec![Message::Text(b"Hello".to_vec())]);
+    }
+
+    /// RFC 6455 §5.7: fragmented unmasked text "Hel" + "lo".
+    #[test]
+    fn rfc_fragmented_text() {
+        let d = [0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f];
+        assert_eq!(ok(Role::Client, &d), vec![Message::Text(b"Hello".to_vec())]);
+    }
+
+    /// RFC 6455 §5.7: unmasked ping "Hello" and masked pong "Hello".
+    #[test]
+    fn rfc_ping_pong() {
+        let d = [0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
+        assert_eq!(ok(Role::Client, &d), vec![Message::Ping(b"Hello".to_vec())]);
+        let d = [
+            0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        assert_eq!(ok(Role::Server, &d), vec![Message::Pong(b"Hello".to_vec())]);
+    }
+
+    /// RFC 6455 §5.7: 256 bytes binary (16-bit length) and 64 KiB binary
+    /// (64-bit length), unmasked and masked.
+    #[test]
+    fn rfc_binary_length_forms() {
+        for len in [256usize, 65536] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 13 + 7) as u8).collect();
+            let mut d = Vec::new();
+            encode_header(&mut d, true, frame::OP_BINARY, None, len as u64);
+            assert_eq!(d[1], if len == 256 { 0x7e } else { 0x7f });
+            d.extend_from_slice(&payload);
+            assert_eq!(ok(Role::Client, &d), vec![Message::Binary(payload.clone())]);
+            let d = m(true, frame::OP_BINARY, &payload);
+            assert_eq!(ok(Role::Server, &d), vec![Message::Binary(payload.clone())]);
+        }
+    }
+
+    /// RFC 6455 §5.1: a server MUST close on an unmasked frame; a client
+    /// MUST close on a masked frame.
+    #[test]
+    fn masking_rules() {
+        assert_eq!(err_code(Role::Server, &u(true, 1, b"hi")), 1002);
+        assert_eq!(err_code(Role::Client, &m(true, 1, b"hi")), 1002);
+        assert_eq!(err_code(Role::Server, &u(true, 9, b"")), 1002);
+        assert_eq!(err_code(Role::Client, &m(true, 10, b"")), 1002);
+    }
+
+    /// RFC 6455 §5.2: RSV1-3 MUST be 0 unless an extension is negotiated.
+    #[test]
+    fn rsv_bits_rejected() {
+        for rsv in 1..8u8 {
+            let mut d = u(true, 1, b"x");
+            d[0] |= rsv << 4;
+            assert_eq!(err_code(Role::Client, &d), 1002);
+            let mut d = m(true, 9, b"x");
+            d[0] |= rsv << 4;
+            assert_eq!(err_code(Role::Server, &d), 1002);
+        }
+    }
+
+    /// RFC 6455 §5.2: reserved opcodes 3-7 and 0xB-0xF fail the connection.
+    #[test]
+    fn reserved_opcodes_rejected() {
+        for op in (3..8).chain(11..16) {
+            assert_eq!(err_code(Role::Client, &u(true, op, b"")), 1002, "op {op}");
+            assert_eq!(err_code(Role::Server, &m(true, op, b"abc")), 1002);
+        }
+    }
+
+    /// RFC 6455 §5.5: control frames MUST NOT be fragmented and their
+    /// payload MUST be ≤ 125 bytes.
+    #[test]
+    fn control_frame_rules() {
+        for op in [8u8, 9, 10] {
+            assert_eq!(err_code(Role::Client, &u(false, op, b"")), 1002);
+            let big = vec![b'a'; 126];
+            assert_eq!(err_code(Role::Client, &u(true, op, &big)), 1002);
+            // Non-minimal 16-bit encoding of a small length is still > 125 rule-wise fine:
+            let mut d = vec![0x80 | op, 126, 0, 126];
+            d.extend_from_slice(&big);
+            assert_eq!(err_code(Role::Client, &d), 1002);
+        }
+        let p = vec![b'a'; 125];
+        assert_eq!(
+            ok(Role::Client, &u(true, 9, &p)),
+            vec![Message::Ping(p.clone())]
+        );
+        assert_eq!(ok(Role::Server, &m(true, 10, &p)), vec![Message::Pong(p)]);
+    }
+
+    /// RFC 6455 §5.4: control frames may be injected between fragments and
+    /// do not disturb the message in progress.
+    #[test]
+    fn control_between_fragments() {
+        let mut d = m(false, 1, b"Hel");
+        d.extend(m(true, 9, b"p1"));
+        d.extend(m(false, 0, b"l"));
+        d.extend(m(true, 10, b""));
+        d.extend(m(true, 0, b"o"));
+        assert_eq!(
+            ok(Role::Server, &d),
+            vec![
+                Message::Ping(b"p1".to_vec()),
+                Message::Pong(vec![]),
+                Message::Text(b"Hello".to_vec())
+            ]
+        );
+        // A close in the middle is returned too (the engine decides what to do).
+        let mut d = u(false, 2, b"ab");
+        d.extend(u(true, 8, &[0x03, 0xe8]));
+        d.extend(u(true, 0, b"cd"));
+        assert_eq!(
+            ok(Role::Client, &d),
+            vec![
+                Message::Close(Some(CloseFrame {
+                    code: 1000,
+                    reason: String::new()
+                })),
+                Message::Binary(b"abcd".to_vec())
+            ]
+        );
+    }
+
+    /// RFC 6455 §5.4: continuation without a started message, and a new
+    /// data frame inside a fragmented message, are protocol errors.
+    #[test]
+    fn fragmentation_errors() {
+        assert_eq!(err_code(Role::Client, &u(true, 0, b"x")), 1002);
+        assert_eq!(err_code(Role::Client, &u(false, 0, b"x")), 1002);
+        let mut d = u(false, 1, b"a");
+        d.extend(u(true, 1, b"b"));
+        assert_eq!(err_code(Role::Client, &d), 1002);
+        let mut d = u(false, 2, b"a");
+        d.extend(u(false, 1, b"b"));
+        assert_eq!(err_code(Role::Client, &d), 1002);
+        // After a completed message, continuation is again invalid.
+        let mut d = u(false, 2, b"a");
+        d.extend(u(true, 0, b"b"));
+        d.extend(u(true, 0, b"c"));
+        let (msgs, e) = check(Role::Client, MAX, &d);
+        assert_eq!(msgs, vec![Message::Binary(b"ab".to_vec())]);
+        assert_eq!(e.unwrap().code, 1002);
+    }
+
+    /// RFC 6455 §10.4: message size limits → 1009, decided from the header
+    /// before any payload is buffered, including across fragments.
+    #[test]
+    fn too_big() {
+        let mut r = MessageReader::new(Role::Client, 10);
+        assert_eq!(r.max_message_size(), 10);
+        let mut d = u(true, 2, &[0; 10]);
+        assert_eq!(
+            r.read(&mut d).unwrap(),
+            (12, Some(Message::Binary(vec![0; 10])))
+        );
+        // One byte over: rejected on the header alone.
+        let mut hdr = Vec::new();
+        encode_header(&mut hdr, true, 2, None, 11);
+        assert_eq!(r.read(&mut hdr).unwrap_err().code, 1009);
+        // Sum of fragments.
+        let mut d = u(false, 1, b"12345");
+        d.extend(u(false, 0, b"12345"));
+        d.extend(u(true, 0, b"1"));
+        let (msgs, e) = check(Role::Client, 10, &d);
+        assert!(msgs.is_empty());
+        assert_eq!(e.unwrap().code, 1009);
+        // Exactly at the limit across fragments is fine.
+        let mut d = u(false, 1, b"12345");
+        d.extend(u(true, 0, b"12345"));
+        assert_eq!(
+            check(Role::Client, 10, &d),
+            (vec![Message::Text(b"1234512345".to_vec())], None)
+        );
+        // Huge declared length: rejected without allocating.
+        let mut hdr = Vec::new();
+        encode_header(&mut hdr, true, 2, None, 1 << 62);
+        let mut r = MessageReader::new(Role::Client, MAX);
+        assert_eq!(r.read(&mut hdr).unwrap_err().code, 1009);
+        // Control frames are not subject to the data message limit.
+        let mut r = MessageReader::new(Role::Client, 0);
+        let mut d = u(true, 9, b"ping");
+        assert_eq!(
+            r.read(&mut d).unwrap().1,
+            Some(Message::Ping(b"ping".to_vec()))
+        );
+        let mut d = u(true, 2, b"");
+        assert_eq!(r.read(&mut d).unwrap().1, Some(Message::Binary(vec![])));
+        r.set_max_message_size(4);
+        let mut d = u(true, 2, b"abcd");
+        assert_eq!(
+            r.read(&mut d).unwrap().1,
+            Some(Message::Binary(b"abcd".to_vec()))
+        );
+    }
+
+    /// RFC 6455 §5.2: with no limit, a huge declared length only reserves
+    /// a bounded amount and waits for data.
+    #[test]
+    fn huge_length_unlimited_does_not_allocate() {
+        let mut hdr = Vec::new();
+        encode_header(&mut hdr, true, 2, None, (1 << 62) + 5);
+        hdr.extend_from_slice(b"abc");
+        let mut r = MessageReader::new(Role::Client, usize::MAX);
+        assert_eq!(r.read(&mut hdr).unwrap(), (13, None));
+        assert!(r.in_message());
+        assert!(r.msg.capacity() <= RESERVE_CAP);
+    }
+
+    /// RFC 6455 §5.2: the 64-bit length's most significant bit MUST be 0.
+    #[test]
+    fn msb_length() {
+        let d = [0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 1, 0xaa];
+        assert_eq!(err_code(Role::Client, &d), 1002);
+    }
+
+    /// RFC 6455 §8.1: invalid UTF-8 fails fast (1007) before FIN, within a
+    /// frame, across fragments and across read calls.
+    #[test]
+    fn utf8_fail_fast() {
+        // Bad byte in a non-final fragment: error without waiting for FIN.
+        let mut d = u(false, 1, b"ok\xff");
+        let mut r = MessageReader::new(Role::Client, MAX);
+        assert_eq!(r.read(&mut d).unwrap_err().code, 1007);
+        // F4 90 split across fragments fails at the second fragment.
+        let mut d = m(false, 1, b"a\xf4");
+        d.extend(m(false, 0, b"\x90"));
+        let (msgs, e) = check(Role::Server, MAX, &d);
+        assert!(msgs.is_empty());
+        assert_eq!(e.unwrap().code, 1007);
+        // Inside a single frame, split across reads: error as soon as the bad
+        // byte arrives, even though the frame is incomplete.
+        let d = u(true, 1, b"abc\xed\xa0\x80defgh");
+        let mut r = MessageReader::new(Role::Client, MAX);
+        let mut first = d[..6].to_vec(); // header + "abc\xed"
+        assert_eq!(r.read(&mut first).unwrap(), (6, None));
+        let mut second = d[6..7].to_vec(); // "\xa0"
+        assert_eq!(r.read(&mut second).unwrap_err().code, 1007);
+        // Sticky.
+        assert_eq!(r.read(&mut []).unwrap_err().code, 1007);
+        // Valid multi-byte char split across fragments is fine.
+        let mut d = u(false, 1, b"\xe2");
+        d.extend(u(false, 0, b"\x82"));
+        d.extend(u(true, 0, b"\xac"));
+        assert_eq!(ok(Role::Client, &d), vec![Message::Text("€".into())]);
+        // Truncated at FIN => 1007.
+        let mut d = u(false, 1, b"\xe2");
+        d.extend(u(true, 0, b"\x82"));
+        assert_eq!(err_code(Role::Client, &d), 1007);
+        assert_eq!(err_code(Role::Client, &u(true, 1, b"\xf0\x9f\x98")), 1007);
+        // Binary is not validated.
+        assert_eq!(
+            ok(Role::Client, &u(true, 2, b"\xff\xfe")),
+            vec![Message::Binary(vec![0xff, 0xfe])]
+        );
+        // Validator state does not leak into the next message.
+        let mut d = u(true, 1, b"a");
+        d.extend(u(true, 1, b"\xc3\xa9"));
+        assert_eq!(
+            ok(Role::Client, &d),
+            vec![Message::Text(b"a".to_vec()), Message::Text("é".into())]
+        );
+    }
+
+    /// RFC 6455 §5.5.1 / §7.4: close payload parsing.
+    #[test]
+    fn close_payloads() {
+        assert_eq!(
+            ok(Role::Client, &u(true, 8, b"")),
+            vec![Message::Close(None)]
+        );
+        let mut p = 1001u16.to_be_bytes().to_vec();
+        p.extend_from_slice("bye ☃".as_bytes());
+        assert_eq!(
+            ok(Role::Server, &m(true, 8, &p)),
+            vec![Message::Close(Some(CloseFrame {
+                code: 1001,
+                reason: "bye ☃".into()
+            }))]
+        );
+        assert_eq!(err_code(Role::Client, &u(true, 8, &[0x03])), 1002);
+        for c in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
+            assert_eq!(err_code(Role::Client, &u(true, 8, &c.to_be_bytes())), 1002);
+        }
+        assert_eq!(
+            err_code(Role::Client, &u(true, 8, &[0x03, 0xe8, 0xc0, 0x80])),
+            1007
+        );
+    }
+
+    /// RFC 6455 §5.6 / §5.4: zero-length messages and fragments are valid.
+    #[test]
+    fn zero_length() {
+        assert_eq!(
+            ok(Role::Client, &u(true, 1, b"")),
+            vec![Message::Text(vec![])]
+        );
+        assert_eq!(
+            ok(Role::Server, &m(true, 2, b"")),
+            vec![Message::Binary(vec![])]
+        );
+        let mut d = u(false, 1, b"");
+        d.extend(u(false, 0, b""));
+        d.extend(u(true, 9, b""));
+        d.extend(u(true, 0, b""));
+        assert_eq!(
+            ok(Role::Client, &d),
+            vec![Message::Ping(vec![]), Message::Text(vec![])]
+        );
+        // Several complete messages in one buffer come out one per call.
+        let mut d = u(true, 2, b"");
+        d.extend(u(true, 2, b"x"));
+        let mut r = MessageReader::new(Role::Client, MAX);
+        assert_eq!(
+            r.read(&mut d[..]).unwrap(),
+            (2, Some(Message::Binary(vec![])))
+        );
+        assert_eq!(
+            r.read(&mut d[2..]).unwrap(),
+            (3, Some(Message::Binary(b"x".to_vec())))
+        );
+        assert_eq!(r.read(&mut d[5..]).unwrap(), (0, None));
+    }
+
+    /// RFC 6455 §5.4: in_message reflects fragmentation and partial frames.
+    #[test]
+    fn in_message_tracking() {
+        let mut r = MessageReader::new(Role::Client, MAX);
+        assert!(!r.in_message());
+        assert_eq!(r.read(&mut [0x01]).unwrap(), (1, None)); // partial header
+        assert!(r.in_message());
+        assert_eq!(r.read(&mut [0x01, b'a']).unwrap(), (2, None));
+        assert!(r.in_message()); // fragmented message open
+        let mut p = u(true, 9, b"");
+        assert_eq!(r.read(&mut p).unwrap(), (2, Some(Message::Ping(vec![]))));
+        assert!(r.in_message());
+        let mut f = u(true, 0, b"bc");
+        assert_eq!(r.read(&mut f[..3]).unwrap(), (3, None)); // partial payload
+        assert!(r.in_message());
+        assert_eq!(
+            r.read(&mut f[3..]).unwrap(),
+            (1, Some(Message::Text(b"abc".to_vec())))
+        );
+        assert!(!r.in_message());
+        assert_eq!(r.role(), Role::Client);
+    }
+
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Build a random, valid stream of messages for `role` (the role of the
+    /// receiver); returns the wire bytes and expected messages.
+    fn random_stream(rng: &mut XorShift, role: Role, count: usize) -> (Vec<u8>, Vec<Message>) {
+        const CHARS: [&str; 8] = ["a", "Z", " ", "é", "€", "😀", "\u{10ffff}", "\u{0}"];
+        let mut wire = Vec::new();
+        let mut expect = Vec::new();
+        let mask = |rng: &mut XorShift| match role {
+            Role::Server => Some((rng.next() as u32).to_ne_bytes()),
+            Role::Client => None,
+        };
+        let control = |rng: &mut XorShift, wire: &mut Vec<u8>, expect: &mut Vec<Message>| {
+            let len = rng.below(126) as usize;
+            let p: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            if rng.below(2) == 0 {
+                encode_frame(wire, true, 9, mask(rng), &p);
+                expect.push(Message::Ping(p));
+            } else {
+                encode_frame(wire, true, 10, mask(rng), &p);
+                expect.push(Message::Pong(p));
+            }
+        };
+        for _ in 0..count {
+            let kind = rng.below(5);
+            if kind == 0 {
+                control(rng, &mut wire, &mut expect);
+                continue;
+            }
+            let text = kind <= 2;
+            let size = match rng.below(10) {
+                0 => 0,
+                1..=6 => rng.below(40) as usize,
+                7 | 8 => rng.below(400) as usize,
+                _ => rng.below(70000) as usize,
+            };
+            let payload: Vec<u8> = if text {
+                let mut s = String::new();
+                while s.len() < size {
+                    s.push_str(CHARS[rng.below(8) as usize]);
+                }
+                s.into_bytes()
+            } else {
+                (0..size).map(|_| rng.next() as u8).collect()
+            };
+            let nfrag = 1 + rng.below(4) as usize;
+            let mut cuts: Vec<usize> = (1..nfrag)
+                .map(|_| rng.below(payload.len() as u64 + 1) as usize)
+                .collect();
+            cuts.sort();
+            cuts.insert(0, 0);
+            cuts.push(payload.len());
+            for i in 0..nfrag {
+                let op = if i == 0 {
+                    if text {
+                        1
+                    } else {
+                        2
+                    }
+                } else {
+                    0
+                };
+                encode_frame(
+                    &mut wire,
+                    i + 1 == nfrag,
+                    op,
+                    mask(rng),
+                    &payload[cuts[i]..cuts[i + 1]],
+                );
+                if i + 1 < nfrag && rng.below(3) == 0 {
+                    control(rng, &mut wire, &mut expect);
+                }
+            }
+            expect.push(if text {
+                Message::Text(payload)
+            } else {
+                Message::Binary(payload)
+            });
+        }
+        encode_frame(&mut wire, true, 8, mask(rng), &build_close(rng));
+        expect.push(Message::Close(Some(CloseFrame {
+            code: 1000,
+            reason: "done".into(),
+        })));
+        (wire, expect)
+    }
+
+    fn build_close(_rng: &mut XorShift) -> Vec<u8> {
+        close::build_close_payload(1000, "done")
+    }
+
+    /// RFC 6455 §5.4 ("fragments may be split anywhere" by intermediaries and
+    /// TCP): random splitting of random streams gives the same result as
+    /// whole-buffer decoding and as the expected messages.
+    #[test]
+    fn random_split_property() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        for round in 0..60 {
+            let role = if round % 2 == 0 {
+                Role::Server
+            } else {
+                Role::Client
+            };
+            let (wire, expect) = random_stream(&mut rng, role, 25);
+            let whole = decode(role, MAX, &wire);
+            assert_eq!(whole, (expect.clone(), None), "round {round}");
+            for _ in 0..4 {
+                let mut r = MessageReader::new(role, MAX);
+                let maxchunk = [1u64, 3, 17, 200, 5000][rng.below(5) as usize];
+                let mut seed = XorShift(rng.next() | 1);
+                let split = decode_with(&mut r, &wire, &mut || 1 + seed.below(maxchunk) as usize);
+                assert_eq!(split, whole, "round {round}");
+                assert!(!r.in_message());
+            }
+            if round < 6 {
+                assert_eq!(decode_bytewise(role, MAX, &wire), whole);
+            }
+        }
+    }
+
+    /// RFC 6455 §5 / §8.1: corrupted streams fail identically (same messages
+    /// before the failure, same close code) however the input is split.
+    #[test]
+    fn random_corruption_split_invariance() {
+        let mut rng = XorShift(0x1234_5678_9abc_def1);
+        for round in 0..300 {
+            let role = if round % 2 == 0 {
+                Role::Server
+            } else {
+                Role::Client
+            };
+            let (mut wire, _) = random_stream(&mut rng, role, 6);
+            for _ in 0..1 + rng.below(3) {
+                let i = rng.below(wire.len() as u64) as usize;
+                wire[i] ^= 1 << rng.below(8);
+            }
+            let max = if round % 3 == 0 { 300 } else { MAX };
+            let whole = decode(role, max, &wire);
+            let bytewise = decode_bytewise(role, max, &wire);
+            assert_eq!(whole, bytewise, "round {round}");
+            let mut r = MessageReader::new(role, max);
+            let mut seed = XorShift(rng.next() | 1);
+            let split = decode_with(&mut r, &wire, &mut || 1 + seed.below(64) as usize);
+            assert_eq!(split, whole, "round {round}");
+        }
+    }
+}

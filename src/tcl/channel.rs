@@ -1,0 +1,163 @@
+//! Taking a socket away from Tcl's channel system.
+
+use super::ffi::{self, Tcl_Channel};
+use super::interp::{Interp, TclError};
+use super::obj::Obj;
+use std::ffi::{CStr, CString};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::raw::c_int;
+
+/// Lowest fd number the engine's sockets are moved to. Tcl 8.6 waits with
+/// select(), which aborts on fds >= FD_SETSIZE; keeping ours above it leaves
+/// the low numbers to Tcl's own channels.
+const ENGINE_FD_FLOOR: c_int = 1024;
+
+/// A Tcl channel kept open (but out of every interpreter) so that its name
+/// cannot be given to a new channel while a WebSocket still answers to it.
+pub struct HeldChannel(Tcl_Channel);
+
+impl HeldChannel {
+    /// Closes the channel. Must run on the thread that took it.
+    pub fn release(self) {
+        // SAFETY: we hold the NULL-interpreter registration taken in take_socket.
+        unsafe {
+            ffi::ws_unregister_channel(std::ptr::null_mut(), self.0);
+        }
+    }
+}
+
+/// What `take_socket` hands to the engine.
+pub struct TakenSocket {
+    /// The socket, duplicated to a high, close-on-exec fd.
+    pub fd: OwnedFd,
+    /// Bytes Tcl had read from the socket but the script had not consumed.
+    pub buffered: Vec<u8>,
+    pub held: HeldChannel,
+}
+
+/// How a channel can be handed to the engine.
+pub enum ChannelKind {
+    /// A plain "tcp" channel with an fd the engine can own.
+    Tcp,
+    /// Anything else (a stacked TLS channel, a reflected channel...).
+    Other(String),
+}
+
+pub fn lookup(interp: Interp, name: &str) -> Result<(Tcl_Channel, ChannelKind), TclError> {
+    let cname = CString::new(name).map_err(|_| TclError::plain(format!("can not find channel named \"{name}\"")))?;
+    let mut mode: c_int = 0;
+    // SAFETY: live interp; Tcl leaves an error message on failure.
+    let chan = unsafe { ffi::ws_get_channel(interp.as_ptr(), cname.as_ptr(), &mut mode) };
+    if chan.is_null() {
+        return Err(TclError::InInterp);
+    }
+    // SAFETY: live channel; type names are static strings.
+    let (stacked, type_name) = unsafe {
+        (
+            ffi::ws_channel_is_stacked(chan) != 0,
+            CStr::from_ptr(ffi::ws_channel_type_name(chan)).to_string_lossy().into_owned(),
+        )
+    };
+    let kind = if !stacked && type_name == "tcp" {
+        ChannelKind::Tcp
+    } else {
+        ChannelKind::Other(type_name)
+    };
+    Ok((chan, kind))
+}
+
+fn set_option(interp: Interp, chan: Tcl_Channel, opt: &str, val: &str) -> Result<(), TclError> {
+    let o = CString::new(opt).expect("no NUL");
+    let v = CString::new(val).expect("no NUL");
+    // SAFETY: live channel and interp.
+    if unsafe { ffi::ws_set_channel_option(interp.as_ptr(), chan, o.as_ptr(), v.as_ptr()) } != ffi::TCL_OK {
+        return Err(TclError::InInterp);
+    }
+    Ok(())
+}
+
+/// Removes the script's fileevent handlers from channel `name`.
+fn clear_fileevents(interp: Interp, name: &str) -> Result<(), TclError> {
+    let words = |dir: &str| {
+        [
+            Obj::string("::fileevent"),
+            Obj::string(name),
+            Obj::string(dir),
+            Obj::string(""),
+        ]
+    };
+    interp.eval_words(&words("readable")).map_err(|_| TclError::InInterp)?;
+    interp.eval_words(&words("writable")).map_err(|_| TclError::InInterp)?;
+    Ok(())
+}
+
+/// Takes the socket behind the "tcp" channel `name` out of Tcl: flushes what
+/// the script wrote, collects what Tcl read ahead, moves the fd high and
+/// detaches the channel from the interpreter (it is kept open, see HeldChannel).
+pub fn take_socket(interp: Interp, name: &str) -> Result<TakenSocket, TclError> {
+    let (chan, kind) = lookup(interp, name)?;
+    if let ChannelKind::Other(t) = kind {
+        return Err(TclError::ws(
+            format!("{name} is a \"{t}\" channel, not a plain TCP socket"),
+            &["CHANNEL"],
+        ));
+    }
+    clear_fileevents(interp, name)?;
+    set_option(interp, chan, "-blocking", "1")?;
+    // SAFETY: live channel.
+    unsafe { ffi::ws_flush(chan) };
+    set_option(interp, chan, "-translation", "binary")?;
+
+    // SAFETY: live channel; we read at most what is buffered, so Tcl_Read
+    // does not touch the socket.
+    let mut buffered = Vec::new();
+    unsafe {
+        let n = ffi::ws_input_buffered(chan);
+        if n > 0 {
+            buffered.resize(n as usize, 0);
+            let got = ffi::ws_read(chan, buffered.as_mut_ptr() as *mut _, n);
+            buffered.truncate(got.max(0) as usize);
+        }
+    }
+    // With -translation auto, a request head split between CR and LF leaves
+    // the LF behind; no frame starts with 0x0A.
+    if buffered.first() == Some(&b'\n') {
+        buffered.remove(0);
+    }
+
+    let mut fd: c_int = -1;
+    // SAFETY: live channel.
+    if unsafe { ffi::ws_get_channel_fd(chan, ffi::TCL_READABLE, &mut fd) } == 0 || fd < 0 {
+        return Err(TclError::ws(format!("cannot get the socket of {name}"), &["CHANNEL"]));
+    }
+    // SAFETY: fd is the channel's open socket.
+    let mut high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, ENGINE_FD_FLOOR) };
+    if high < 0 {
+        // SAFETY: as above; fall back to any free number.
+        high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    }
+    if high < 0 {
+        return Err(TclError::ws(
+            format!("cannot duplicate the socket of {name}: {}", std::io::Error::last_os_error()),
+            &["CHANNEL"],
+        ));
+    }
+    // SAFETY: `high` is a fresh fd we own.
+    let owned = unsafe { OwnedFd::from_raw_fd(high) };
+
+    // SAFETY: keep the channel alive via the NULL interpreter, then drop the
+    // script's registration; Tcl's copy of the fd is closed when our layout
+    // check succeeds (otherwise Tcl closes it when the channel is released).
+    unsafe {
+        ffi::ws_register_channel(std::ptr::null_mut(), chan);
+        ffi::ws_unregister_channel(interp.as_ptr(), chan);
+        if ffi::ws_tcp_release_fd(chan, fd) != 0 {
+            libc::close(fd);
+        }
+    }
+    Ok(TakenSocket {
+        fd: owned,
+        buffered,
+        held: HeldChannel(chan),
+    })
+}

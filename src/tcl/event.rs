@@ -1,0 +1,190 @@
+//! The event bridge: engine threads hand items to an interpreter's thread.
+//!
+//! Each interpreter has one `Mailbox`. Producers append to its queue and post
+//! a Tcl event (with `Tcl_ThreadAlert`) only when none is outstanding, so a
+//! burst of messages costs one wake-up. The Tcl event drains the queue in
+//! order. Before running a handler it makes sure another Tcl event is queued
+//! while items remain, so a handler that enters `vwait` or `update` still
+//! receives the next items from the nested event loop.
+
+use super::ffi;
+use super::interp::panic_message;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::os::raw::{c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+/// Items delivered per Tcl event before yielding to the rest of the event loop.
+const BATCH: usize = 512;
+
+/// The id of the thread an interpreter runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadId(usize);
+
+impl ThreadId {
+    pub fn current() -> ThreadId {
+        // SAFETY: plain query of the calling thread's Tcl id.
+        ThreadId(unsafe { ffi::ws_current_thread() } as usize)
+    }
+}
+
+trait Service: Send + Sync {
+    fn service(self: Arc<Self>);
+    fn id(&self) -> *const c_void;
+}
+
+/// What a posted Tcl event carries: a handle on the mailbox to drain.
+struct Posted(Arc<dyn Service>);
+
+struct Queue<T> {
+    items: VecDeque<T>,
+    /// A Tcl event for this mailbox sits in the thread's event queue.
+    posted: bool,
+    closed: bool,
+}
+
+/// The consumer runs on the owner thread only; it is kept apart from the
+/// shared part so the mailbox can be Send + Sync.
+struct Consumer<T>(RefCell<Option<Rc<dyn Fn(T)>>>);
+// SAFETY: the cell is only touched on `Mailbox::owner`'s thread (checked).
+unsafe impl<T> Send for Consumer<T> {}
+unsafe impl<T> Sync for Consumer<T> {}
+
+pub struct Mailbox<T: Send + 'static> {
+    owner: ThreadId,
+    queue: Mutex<Queue<T>>,
+    consumer: Consumer<T>,
+}
+
+impl<T: Send + 'static> Mailbox<T> {
+    /// A mailbox owned by the calling thread, delivering to `consumer`.
+    pub fn new(consumer: Rc<dyn Fn(T)>) -> Arc<Self> {
+        Arc::new(Mailbox {
+            owner: ThreadId::current(),
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                posted: false,
+                closed: false,
+            }),
+            consumer: Consumer(RefCell::new(Some(consumer))),
+        })
+    }
+
+    /// Appends an item from any thread. Items sent after `close` are dropped.
+    pub fn push(self: &Arc<Self>, item: T) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.closed {
+            return;
+        }
+        q.items.push_back(item);
+        if !q.posted {
+            q.posted = true;
+            // Posting under the lock: `close` cannot slip in between and let
+            // an event reach a thread that is going away.
+            self.post(true);
+        }
+    }
+
+    fn post(self: &Arc<Self>, alert: bool) {
+        let payload = Box::into_raw(Box::new(Posted(self.clone() as Arc<dyn Service>)));
+        // SAFETY: the payload is reclaimed by websocket_service_event or websocket_discard_event.
+        unsafe { ffi::ws_post_event(self.owner.0 as *mut c_void, payload as *mut c_void, alert as c_int) }
+    }
+
+    fn on_owner_thread(&self) -> bool {
+        ThreadId::current() == self.owner
+    }
+
+    /// Stops delivery: drops queued items, the consumer, and the Tcl events
+    /// still queued for this mailbox. Call on the owner thread.
+    pub fn close(self: &Arc<Self>) {
+        assert!(self.on_owner_thread(), "Mailbox::close off its thread");
+        let items = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.closed = true;
+            std::mem::take(&mut q.items)
+        };
+        drop(items);
+        let consumer = self.consumer.0.borrow_mut().take();
+        drop(consumer);
+        // SAFETY: matches our own events by mailbox identity on this thread.
+        unsafe { ffi::ws_delete_events(Service::id(self.as_ref()) as *mut c_void) }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).closed
+    }
+}
+
+impl<T: Send + 'static> Service for Mailbox<T> {
+    fn id(&self) -> *const c_void {
+        self as *const Self as *const c_void
+    }
+
+    fn service(self: Arc<Self>) {
+        if !self.on_owner_thread() {
+            return;
+        }
+        let consumer = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.posted = false;
+            if q.closed {
+                return;
+            }
+            match self.consumer.0.borrow().as_ref() {
+                Some(c) => c.clone(),
+                None => return,
+            }
+        };
+        for _ in 0..BATCH {
+            let item = {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let item = q.items.pop_front();
+                if item.is_some() && !q.items.is_empty() && !q.posted {
+                    q.posted = true;
+                    self.post(false);
+                }
+                item
+            };
+            match item {
+                Some(item) => consumer(item),
+                None => return,
+            }
+        }
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if !q.items.is_empty() && !q.posted && !q.closed {
+            q.posted = true;
+            self.post(false);
+        }
+    }
+}
+
+#[no_mangle]
+extern "C" fn websocket_service_event(payload: *mut c_void) -> c_int {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: created by Mailbox::post; each event is serviced or discarded once.
+        let posted = unsafe { Box::from_raw(payload as *mut Posted) };
+        posted.0.clone().service();
+    }));
+    if let Err(p) = outcome {
+        eprintln!("websocket: internal error while delivering events: {}", panic_message(&p));
+    }
+    1
+}
+
+#[no_mangle]
+extern "C" fn websocket_discard_event(payload: *mut c_void) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: as above.
+        drop(unsafe { Box::from_raw(payload as *mut Posted) });
+    }));
+}
+
+#[no_mangle]
+extern "C" fn websocket_event_matches(payload: *mut c_void, target: *mut c_void) -> c_int {
+    // SAFETY: payload is a live Posted (the event is still queued).
+    let posted = unsafe { &*(payload as *const Posted) };
+    (target.is_null() || posted.0.id() == target as *const c_void) as c_int
+}

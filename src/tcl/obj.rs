@@ -1,0 +1,191 @@
+//! Safe handles on Tcl values. `Obj` owns one reference; `ObjRef` borrows an
+//! argument for the length of a command call. Both live on the interpreter's
+//! thread only (neither is Send).
+
+use super::ffi::{self, Tcl_Interp, Tcl_Obj};
+use super::utf;
+use std::borrow::Cow;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+/// A borrowed Tcl value (a command argument or an element of a list).
+#[derive(Clone, Copy)]
+pub struct ObjRef<'a> {
+    ptr: NonNull<Tcl_Obj>,
+    _life: PhantomData<&'a Tcl_Obj>,
+}
+
+/// An owned reference to a Tcl value.
+pub struct Obj {
+    ptr: NonNull<Tcl_Obj>,
+}
+
+impl<'a> ObjRef<'a> {
+    /// # Safety
+    /// `p` must be a live Tcl_Obj for `'a`, on this thread.
+    pub unsafe fn from_raw(p: *mut Tcl_Obj) -> Self {
+        ObjRef {
+            ptr: NonNull::new(p).expect("null Tcl_Obj"),
+            _life: PhantomData,
+        }
+    }
+
+    pub fn as_ptr(&self) -> *mut Tcl_Obj {
+        self.ptr.as_ptr()
+    }
+
+    /// The string in Tcl's internal form (NUL as C0 80, surrogate pairs).
+    pub fn tcl_bytes(&self) -> &'a [u8] {
+        let mut n: isize = 0;
+        // SAFETY: the object is live for 'a; Tcl keeps its string rep until it changes.
+        unsafe {
+            let p = ffi::ws_get_string(self.as_ptr(), &mut n);
+            std::slice::from_raw_parts(p as *const u8, n as usize)
+        }
+    }
+
+    /// The string as UTF-8, a lone surrogate replaced by U+FFFD.
+    pub fn to_string_lossy(&self) -> String {
+        utf::tcl_to_string_lossy(self.tcl_bytes())
+    }
+
+    /// The string as real UTF-8 (for text frames).
+    pub fn to_utf8(&self) -> Result<Cow<'a, [u8]>, utf::LoneSurrogate> {
+        utf::tcl_to_utf8(self.tcl_bytes())
+    }
+
+    /// The value as bytes (`binary` semantics: each character's low 8 bits).
+    pub fn byte_array(&self) -> &'a [u8] {
+        let mut n: isize = 0;
+        // SAFETY: as tcl_bytes; the byte array rep stays until the object changes.
+        unsafe {
+            let p = ffi::ws_get_bytearray(self.as_ptr(), &mut n);
+            if n == 0 {
+                return &[];
+            }
+            std::slice::from_raw_parts(p, n as usize)
+        }
+    }
+
+    pub fn to_owned(&self) -> Obj {
+        // SAFETY: live object; we take our own reference.
+        unsafe { Obj::from_raw(self.as_ptr()) }
+    }
+
+    /// Integer value, with Tcl's error message in the interpreter on failure.
+    pub fn get_wide(&self, interp: *mut Tcl_Interp) -> Option<i64> {
+        let mut v = 0i64;
+        // SAFETY: live object; interp may be null.
+        let r = unsafe { ffi::ws_get_wide(interp, self.as_ptr(), &mut v) };
+        (r == ffi::TCL_OK).then_some(v)
+    }
+
+    pub fn get_boolean(&self, interp: *mut Tcl_Interp) -> Option<bool> {
+        let mut v = 0;
+        // SAFETY: live object; interp may be null.
+        let r = unsafe { ffi::ws_get_boolean(interp, self.as_ptr(), &mut v) };
+        (r == ffi::TCL_OK).then_some(v != 0)
+    }
+
+    pub fn get_double(&self, interp: *mut Tcl_Interp) -> Option<f64> {
+        let mut v = 0f64;
+        // SAFETY: live object; interp may be null.
+        let r = unsafe { ffi::ws_get_double(interp, self.as_ptr(), &mut v) };
+        (r == ffi::TCL_OK).then_some(v)
+    }
+
+    /// The elements of a list (borrowed from the list's internal rep, which
+    /// must not change while they are used).
+    pub fn list_elements(&self, interp: *mut Tcl_Interp) -> Option<Vec<ObjRef<'a>>> {
+        let mut n: isize = 0;
+        let mut elems: *mut *mut Tcl_Obj = std::ptr::null_mut();
+        // SAFETY: live object; Tcl returns an array of n live objects.
+        unsafe {
+            if ffi::ws_list_elements(interp, self.as_ptr(), &mut n, &mut elems) != ffi::TCL_OK {
+                return None;
+            }
+            Some(
+                (0..n as usize)
+                    .map(|i| ObjRef::from_raw(*elems.add(i)))
+                    .collect(),
+            )
+        }
+    }
+}
+
+impl Obj {
+    /// # Safety
+    /// `p` must be a live Tcl_Obj on this thread; a new reference is taken.
+    pub unsafe fn from_raw(p: *mut Tcl_Obj) -> Obj {
+        let ptr = NonNull::new(p).expect("null Tcl_Obj");
+        ffi::ws_incr(ptr.as_ptr());
+        Obj { ptr }
+    }
+
+    pub fn borrow(&self) -> ObjRef<'_> {
+        // SAFETY: we hold a reference for as long as the borrow.
+        unsafe { ObjRef::from_raw(self.ptr.as_ptr()) }
+    }
+
+    pub fn as_ptr(&self) -> *mut Tcl_Obj {
+        self.ptr.as_ptr()
+    }
+
+    pub fn empty() -> Obj {
+        // SAFETY: fresh object.
+        unsafe { Obj::from_raw(ffi::ws_new_obj()) }
+    }
+
+    /// A Tcl string from Rust text (converted to Tcl's internal form).
+    pub fn string(s: &str) -> Obj {
+        Obj::from_utf8(s.as_bytes())
+    }
+
+    /// A Tcl string from valid UTF-8 bytes, written straight into the new object.
+    pub fn from_utf8(utf8: &[u8]) -> Obj {
+        let n = utf::tcl_len_of_utf8(utf8);
+        let mut raw: *mut Tcl_Obj = std::ptr::null_mut();
+        // SAFETY: Tcl allocates n+1 bytes for the string rep, which we fill entirely.
+        unsafe {
+            let p = ffi::ws_new_string_uninit(n as isize, &mut raw);
+            let out = std::slice::from_raw_parts_mut(p as *mut u8, n);
+            utf::utf8_to_tcl_into(utf8, out);
+            Obj::from_raw(raw)
+        }
+    }
+
+    pub fn bytes(b: &[u8]) -> Obj {
+        // SAFETY: Tcl copies n bytes.
+        unsafe { Obj::from_raw(ffi::ws_new_bytearray(b.as_ptr(), b.len() as isize)) }
+    }
+
+    pub fn int(v: i64) -> Obj {
+        // SAFETY: fresh object.
+        unsafe { Obj::from_raw(ffi::ws_new_wide(v)) }
+    }
+
+    pub fn list(items: &[Obj]) -> Obj {
+        let ptrs: Vec<*mut Tcl_Obj> = items.iter().map(|o| o.as_ptr()).collect();
+        // SAFETY: Tcl takes its own references to the elements.
+        unsafe { Obj::from_raw(ffi::ws_new_list(ptrs.len() as isize, ptrs.as_ptr())) }
+    }
+
+    pub fn list_of_strings<S: AsRef<str>>(items: &[S]) -> Obj {
+        let objs: Vec<Obj> = items.iter().map(|s| Obj::string(s.as_ref())).collect();
+        Obj::list(&objs)
+    }
+}
+
+impl Clone for Obj {
+    fn clone(&self) -> Obj {
+        // SAFETY: live object.
+        unsafe { Obj::from_raw(self.as_ptr()) }
+    }
+}
+
+impl Drop for Obj {
+    fn drop(&mut self) {
+        // SAFETY: we own one reference.
+        unsafe { ffi::ws_decr(self.ptr.as_ptr()) }
+    }
+}

@@ -1,0 +1,221 @@
+/*
+ * The C half of the binding layer: thin, typed wrappers over Tcl's stubs
+ * table (USE_TCL_STUBS), for the calls that are macros in tcl.h or that need
+ * Tcl's own allocator. Sizes cross as ptrdiff_t so the Rust side is the same
+ * for Tcl 8.6 (int) and Tcl 9 (Tcl_Size).
+ */
+#include <tcl.h>
+#include <stddef.h>
+#include <string.h>
+
+/* Implemented in Rust (src/tcl/event.rs). */
+extern int websocket_service_event(void *payload);
+extern void websocket_discard_event(void *payload);
+extern int websocket_event_matches(void *payload, void *target);
+
+int ws_init_stubs(Tcl_Interp *interp) {
+    return Tcl_InitStubs(interp, "8.6", 0) != NULL;
+}
+
+/* ---- objects ---- */
+void ws_incr(Tcl_Obj *o) { Tcl_IncrRefCount(o); }
+void ws_decr(Tcl_Obj *o) { Tcl_DecrRefCount(o); }
+int ws_is_shared(Tcl_Obj *o) { return Tcl_IsShared(o); }
+Tcl_Obj *ws_new_obj(void) { return Tcl_NewObj(); }
+Tcl_Obj *ws_new_string(const char *s, ptrdiff_t n) { return Tcl_NewStringObj(s, (int)n); }
+/* A string object of n bytes whose contents the caller writes (Tcl's internal UTF-8). */
+char *ws_new_string_uninit(ptrdiff_t n, Tcl_Obj **out) {
+    Tcl_Obj *o = Tcl_NewObj();
+    Tcl_SetObjLength(o, (int)n);
+    *out = o;
+    return o->bytes;
+}
+Tcl_Obj *ws_new_bytearray(const unsigned char *b, ptrdiff_t n) { return Tcl_NewByteArrayObj(b, (int)n); }
+unsigned char *ws_new_bytearray_uninit(ptrdiff_t n, Tcl_Obj **out) {
+    Tcl_Obj *o = Tcl_NewByteArrayObj(NULL, 0);
+    unsigned char *p = Tcl_SetByteArrayLength(o, (int)n);
+    *out = o;
+    return p;
+}
+const char *ws_get_string(Tcl_Obj *o, ptrdiff_t *n) {
+    int len = 0;
+    const char *s = Tcl_GetStringFromObj(o, &len);
+    *n = len;
+    return s;
+}
+unsigned char *ws_get_bytearray(Tcl_Obj *o, ptrdiff_t *n) {
+    int len = 0;
+    unsigned char *b = Tcl_GetByteArrayFromObj(o, &len);
+    *n = len;
+    return b;
+}
+Tcl_Obj *ws_new_wide(long long v) { return Tcl_NewWideIntObj((Tcl_WideInt)v); }
+int ws_get_wide(Tcl_Interp *interp, Tcl_Obj *o, long long *v) {
+    Tcl_WideInt w;
+    int r = Tcl_GetWideIntFromObj(interp, o, &w);
+    if (r == TCL_OK) *v = (long long)w;
+    return r;
+}
+int ws_get_boolean(Tcl_Interp *interp, Tcl_Obj *o, int *v) { return Tcl_GetBooleanFromObj(interp, o, v); }
+int ws_get_double(Tcl_Interp *interp, Tcl_Obj *o, double *v) { return Tcl_GetDoubleFromObj(interp, o, v); }
+Tcl_Obj *ws_new_list(ptrdiff_t n, Tcl_Obj *const *objv) { return Tcl_NewListObj((int)n, objv); }
+int ws_list_append(Tcl_Interp *interp, Tcl_Obj *list, Tcl_Obj *e) { return Tcl_ListObjAppendElement(interp, list, e); }
+int ws_list_elements(Tcl_Interp *interp, Tcl_Obj *list, ptrdiff_t *n, Tcl_Obj ***elems) {
+    int c = 0;
+    int r = Tcl_ListObjGetElements(interp, list, &c, elems);
+    *n = c;
+    return r;
+}
+
+/* ---- interpreters ---- */
+void ws_set_result(Tcl_Interp *interp, Tcl_Obj *o) { Tcl_SetObjResult(interp, o); }
+Tcl_Obj *ws_get_result(Tcl_Interp *interp) { return Tcl_GetObjResult(interp); }
+void ws_reset_result(Tcl_Interp *interp) { Tcl_ResetResult(interp); }
+void ws_set_error_code(Tcl_Interp *interp, Tcl_Obj *code) { Tcl_SetObjErrorCode(interp, code); }
+int ws_eval_objv(Tcl_Interp *interp, ptrdiff_t objc, Tcl_Obj *const *objv, int global) {
+    return Tcl_EvalObjv(interp, (int)objc, objv, global ? TCL_EVAL_GLOBAL : 0);
+}
+int ws_eval_global(Tcl_Interp *interp, Tcl_Obj *script) { return Tcl_EvalObjEx(interp, script, TCL_EVAL_GLOBAL); }
+void ws_background_exception(Tcl_Interp *interp, int code) { Tcl_BackgroundException(interp, code); }
+void ws_preserve(void *p) { Tcl_Preserve(p); }
+void ws_release(void *p) { Tcl_Release(p); }
+int ws_interp_deleted(Tcl_Interp *interp) { return Tcl_InterpDeleted(interp); }
+int ws_pkg_provide(Tcl_Interp *interp, const char *name, const char *version) {
+    return Tcl_PkgProvide(interp, name, version);
+}
+void *ws_create_command(Tcl_Interp *interp, const char *name, Tcl_ObjCmdProc *proc, void *cd,
+                        Tcl_CmdDeleteProc *del) {
+    return (void *)Tcl_CreateObjCommand(interp, name, proc, cd, del);
+}
+void ws_call_when_deleted(Tcl_Interp *interp, Tcl_InterpDeleteProc *proc, void *cd) {
+    Tcl_CallWhenDeleted(interp, proc, cd);
+}
+void ws_create_exit_handler(Tcl_ExitProc *proc, void *cd) { Tcl_CreateExitHandler(proc, cd); }
+void ws_create_thread_exit_handler(Tcl_ExitProc *proc, void *cd) { Tcl_CreateThreadExitHandler(proc, cd); }
+Tcl_Obj *ws_get_var(Tcl_Interp *interp, const char *name) {
+    return Tcl_GetVar2Ex(interp, name, NULL, TCL_GLOBAL_ONLY);
+}
+/* Writes to the interpreter's stdout channel, as tcllib's logger does with puts. */
+void ws_write_stdout(const char *s, ptrdiff_t n) {
+    Tcl_Channel c = Tcl_GetStdChannel(TCL_STDOUT);
+    if (c != NULL) {
+        Tcl_WriteChars(c, s, (int)n);
+        Tcl_Flush(c);
+    }
+}
+
+/* ---- events: engine threads -> the interpreter's thread ---- */
+typedef struct {
+    Tcl_Event header;
+    void *payload;
+} WsEvent;
+
+static int ws_event_proc(Tcl_Event *ev, int flags) {
+    if (!(flags & TCL_FILE_EVENTS)) return 0;
+    return websocket_service_event(((WsEvent *)ev)->payload);
+}
+
+void *ws_current_thread(void) { return (void *)Tcl_GetCurrentThread(); }
+
+/* Queues one event for `thread`; wakes it when posting from another thread. */
+void ws_post_event(void *thread, void *payload, int alert) {
+    WsEvent *ev = (WsEvent *)ckalloc(sizeof(WsEvent));
+    ev->header.proc = ws_event_proc;
+    ev->header.nextPtr = NULL;
+    ev->payload = payload;
+    if (alert) {
+        Tcl_ThreadQueueEvent((Tcl_ThreadId)thread, &ev->header, TCL_QUEUE_TAIL);
+        Tcl_ThreadAlert((Tcl_ThreadId)thread);
+    } else {
+        Tcl_QueueEvent(&ev->header, TCL_QUEUE_TAIL);
+    }
+}
+
+static int ws_delete_filter(Tcl_Event *ev, ClientData cd) {
+    if (ev->proc != ws_event_proc) return 0;
+    if (!websocket_event_matches(((WsEvent *)ev)->payload, cd)) return 0;
+    websocket_discard_event(((WsEvent *)ev)->payload);
+    return 1;
+}
+
+/* Drops this thread's queued events aimed at `target` (see event.rs). */
+void ws_delete_events(void *target) { Tcl_DeleteEvents(ws_delete_filter, target); }
+
+/* ---- channels ---- */
+Tcl_Channel ws_get_channel(Tcl_Interp *interp, const char *name, int *mode) {
+    return Tcl_GetChannel(interp, name, mode);
+}
+int ws_get_channel_fd(Tcl_Channel chan, int direction, int *fd) {
+    ClientData h = NULL;
+    if (Tcl_GetChannelHandle(chan, direction, &h) != TCL_OK) return 0;
+    *fd = (int)(ptrdiff_t)h;
+    return 1;
+}
+const char *ws_channel_type_name(Tcl_Channel chan) {
+    const Tcl_ChannelType *t = Tcl_GetChannelType(chan);
+    return t ? t->typeName : "";
+}
+const char *ws_channel_name(Tcl_Channel chan) { return Tcl_GetChannelName(chan); }
+int ws_channel_is_stacked(Tcl_Channel chan) { return Tcl_GetStackedChannel(chan) != NULL; }
+int ws_set_channel_option(Tcl_Interp *interp, Tcl_Channel chan, const char *opt, const char *val) {
+    return Tcl_SetChannelOption(interp, chan, opt, val);
+}
+/* Returns a new object with the option's value, or NULL on error. */
+Tcl_Obj *ws_get_channel_option(Tcl_Interp *interp, Tcl_Channel chan, const char *opt) {
+    Tcl_DString ds;
+    Tcl_Obj *o = NULL;
+    Tcl_DStringInit(&ds);
+    if (Tcl_GetChannelOption(interp, chan, opt, &ds) == TCL_OK) {
+        o = Tcl_NewStringObj(Tcl_DStringValue(&ds), Tcl_DStringLength(&ds));
+    }
+    Tcl_DStringFree(&ds);
+    return o;
+}
+int ws_flush(Tcl_Channel chan) { return Tcl_Flush(chan); }
+ptrdiff_t ws_input_buffered(Tcl_Channel chan) { return Tcl_InputBuffered(chan); }
+ptrdiff_t ws_read(Tcl_Channel chan, char *buf, ptrdiff_t n) { return Tcl_Read(chan, buf, (int)n); }
+ptrdiff_t ws_read_raw(Tcl_Channel chan, char *buf, ptrdiff_t n) { return Tcl_ReadRaw(chan, buf, (int)n); }
+ptrdiff_t ws_write(Tcl_Channel chan, const char *buf, ptrdiff_t n) { return Tcl_Write(chan, buf, (int)n); }
+int ws_eof(Tcl_Channel chan) { return Tcl_Eof(chan); }
+int ws_input_blocked(Tcl_Channel chan) { return Tcl_InputBlocked(chan); }
+int ws_get_errno(void) { return Tcl_GetErrno(); }
+void ws_register_channel(Tcl_Interp *interp, Tcl_Channel chan) { Tcl_RegisterChannel(interp, chan); }
+int ws_unregister_channel(Tcl_Interp *interp, Tcl_Channel chan) { return Tcl_UnregisterChannel(interp, chan); }
+int ws_detach_channel(Tcl_Interp *interp, Tcl_Channel chan) { return Tcl_DetachChannel(interp, chan); }
+int ws_is_channel_registered(Tcl_Interp *interp, Tcl_Channel chan) { return Tcl_IsChannelRegistered(interp, chan); }
+void ws_create_channel_handler(Tcl_Channel chan, int mask, Tcl_ChannelProc *proc, void *cd) {
+    Tcl_CreateChannelHandler(chan, mask, proc, cd);
+}
+void ws_delete_channel_handler(Tcl_Channel chan, Tcl_ChannelProc *proc, void *cd) {
+    Tcl_DeleteChannelHandler(chan, proc, cd);
+}
+void ws_create_timer(int ms, Tcl_TimerProc *proc, void *cd, void **token) {
+    *token = (void *)Tcl_CreateTimerHandler(ms, proc, cd);
+}
+void ws_delete_timer(void *token) { Tcl_DeleteTimerHandler((Tcl_TimerToken)token); }
+
+/*
+ * Releases the low fd of a taken-over "tcp" channel while keeping the channel
+ * itself alive. Tcl names sockets after their state pointer, so freeing the
+ * state would let the next accepted socket get the name of a live WebSocket;
+ * keeping the state but not its fd keeps fds below FD_SETSIZE free for Tcl.
+ * The fd list of the private TcpState is found by its back pointer and fd and
+ * marked -1 (TcpCloseProc skips such entries). Returns 1 when the caller now
+ * owns `fd`, 0 when the layout was not recognised (Tcl keeps the fd).
+ */
+int ws_tcp_release_fd(Tcl_Channel chan, int fd) {
+    char *state = (char *)Tcl_GetChannelInstanceData(chan);
+    size_t off;
+    if (state == NULL || *(Tcl_Channel *)state != chan) return 0;
+    for (off = sizeof(void *); off + sizeof(void *) + sizeof(int) <= 64; off += sizeof(void *)) {
+        void **back = (void **)(state + off);
+        int *fdp = (int *)(state + off + sizeof(void *));
+        if (*back == (void *)state && *fdp == fd) {
+            void **next = (void **)(state + off + 2 * sizeof(void *));
+            if (*next != NULL) return 0;
+            *fdp = -1;
+            return 1;
+        }
+    }
+    return 0;
+}
