@@ -47,12 +47,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/tcl/shim.c");
     let config = env::var_os("TCL_CONFIG")
         .map(PathBuf::from)
-        .or_else(|| {
-            CANDIDATES
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
-        })
+        .or_else(|| CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists()))
         .expect("tclConfig.sh not found: install tcl-dev or set TCL_CONFIG");
     println!("cargo:rerun-if-changed={}", config.display());
     let vars = read_config(&config);

@@ -36,4 +36,3 @@ pub extern "C" fn Websocket_Init(interp: *mut c_void) -> c_int {
     });
     outcome.unwrap_or(1)
 }
-

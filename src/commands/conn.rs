@@ -1,16 +1,21 @@
 //! Commands on an existing WebSocket: `takeover`, `close`, `conninfo`,
 //! `find`, `configure`, and the package-wide `loglevel`.
 
-use super::{glob_match, log, log::Level, next_id, wrong_args, Conn, ConnState, State, DEFAULT_MAX_MESSAGE, DEFAULT_SERVER_KEEPALIVE};
+use super::{
+    glob_match, log, log::Level, next_id, wrong_args, Conn, ConnState, State, DEFAULT_MAX_MESSAGE,
+    DEFAULT_SERVER_KEEPALIVE,
+};
+use crate::engine::bridge as bridge_engine;
 use crate::engine::client;
 use crate::engine::conn::{self as engine_conn, Cmd, Options};
 use crate::proto::close;
 use crate::proto::writer::OutgoingState;
 use crate::proto::Role;
-use crate::tcl::channel;
+use crate::tcl::{bridge, channel};
 use crate::tcl::{CmdResult, Interp, Obj, ObjRef, TclError};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 fn sock_addrs(fd: &std::os::fd::OwnedFd) -> (Option<SocketAddr>, Option<SocketAddr>) {
     let s = std::mem::ManuallyDrop::new(
@@ -31,38 +36,101 @@ pub fn attach_socket(
     preamble: Vec<u8>,
     info: Obj,
 ) -> Result<(), TclError> {
-    let taken = channel::take_socket(interp, sock)?;
-    let (peer, local) = sock_addrs(&taken.fd);
-    let keepalive = if server { DEFAULT_SERVER_KEEPALIVE } else { 0.0 };
-    let id = next_id();
-    let (handle, inbox) = engine_conn::channel(DEFAULT_MAX_MESSAGE);
-    st.register(
-        sock,
-        Conn {
-            id,
-            handler,
-            server,
-            state: ConnState::Connected,
-            peer,
-            local,
-            keepalive,
-            ping: Vec::new(),
-            max_message: DEFAULT_MAX_MESSAGE,
-            outgoing: OutgoingState::new(),
-            handle,
-            held: Some(taken.held),
-        },
-    );
+    let keepalive = if server {
+        DEFAULT_SERVER_KEEPALIVE
+    } else {
+        0.0
+    };
     let opts = Options {
         role: if server { Role::Server } else { Role::Client },
         keepalive: State::keepalive_of(keepalive),
         ping_payload: Vec::new(),
     };
-    client::spawn_taken(taken.fd, taken.buffered, preamble, opts, id, st.sink(), inbox);
+    let id = next_id();
+    let (handle, inbox) = engine_conn::channel(DEFAULT_MAX_MESSAGE);
+    let mut conn = Conn {
+        id,
+        handler,
+        server,
+        state: ConnState::Connected,
+        peer: None,
+        local: None,
+        keepalive,
+        ping: Vec::new(),
+        max_message: DEFAULT_MAX_MESSAGE,
+        outgoing: OutgoingState::new(),
+        handle,
+        held: None,
+    };
+    let (_, kind) = channel::lookup(interp, sock)?;
+    match kind {
+        channel::ChannelKind::Tcp => {
+            let taken = channel::take_socket(interp, sock)?;
+            (conn.peer, conn.local) = sock_addrs(&taken.fd);
+            conn.held = Some(taken.held);
+            st.register(sock, conn);
+            client::spawn_taken(
+                taken.fd,
+                taken.buffered,
+                preamble,
+                opts,
+                id,
+                st.sink(),
+                inbox,
+            );
+        }
+        channel::ChannelKind::Other(_) => {
+            (conn.peer, conn.local) = channel_addrs(interp, sock);
+            let (feeder, input) = bridge_engine::input();
+            let on_input: bridge::OnInput = Box::new(move |data| {
+                let _ = feeder.send(data.unwrap_or_default());
+            });
+            let (tcl_side, writer, buffered) = bridge::start(interp, sock, on_input)?;
+            st.bridges.borrow_mut().push(tcl_side);
+            st.register(sock, conn);
+            let stream = bridge_engine::BridgeStream::new(input, Arc::new(Outlet(writer)));
+            client::spawn_bridged(stream, buffered, preamble, opts, id, st.sink(), inbox);
+        }
+    }
     st.push(sock, "connect", info);
     let kind = if server { "server" } else { "client" };
-    log::log(Level::Debug, &format!("{sock} has been registered as a {kind} WebSocket"));
+    log::log(
+        Level::Debug,
+        &format!("{sock} has been registered as a {kind} WebSocket"),
+    );
     Ok(())
+}
+
+/// The engine's writes to a bridged channel, posted to its thread.
+struct Outlet(bridge::BridgeWriter);
+
+impl bridge_engine::Outlet for Outlet {
+    fn write(&self, data: Vec<u8>) {
+        self.0.send(bridge::Outbound::Data(data));
+    }
+    fn shutdown(&self) {
+        self.0.send(bridge::Outbound::Shutdown);
+    }
+}
+
+/// Peer and local addresses of a channel as `fconfigure -peername/-sockname` give them.
+fn channel_addrs(interp: Interp, sock: &str) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let get = |opt: &str| -> Option<SocketAddr> {
+        let words = [
+            Obj::string("::fconfigure"),
+            Obj::string(sock),
+            Obj::string(opt),
+        ];
+        let r = interp.eval_words(&words);
+        let out = interp.result();
+        interp.reset_result();
+        r.ok()?;
+        let elems = out.borrow().list_elements(std::ptr::null_mut())?;
+        let ip: std::net::IpAddr = elems.first()?.to_string_lossy().parse().ok()?;
+        let port: u16 = elems.get(2)?.to_string_lossy().parse().ok()?;
+        Some(SocketAddr::new(ip, port))
+    };
+    (get("-peername"), get("-sockname"))
 }
 
 /// `takeover sock handler ?server? ?info?`
@@ -75,8 +143,19 @@ pub fn takeover(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         Some(s) => s.get_boolean(interp.as_ptr()).ok_or(TclError::InInterp)?,
         None => false,
     };
-    let info = objv.get(4).map(|o| o.to_owned()).unwrap_or_else(|| Obj::string(""));
-    attach_socket(st, interp, &sock, objv[2].to_owned(), server, Vec::new(), info)?;
+    let info = objv
+        .get(4)
+        .map(|o| o.to_owned())
+        .unwrap_or_else(|| Obj::string(""));
+    attach_socket(
+        st,
+        interp,
+        &sock,
+        objv[2].to_owned(),
+        server,
+        Vec::new(),
+        info,
+    )?;
     Ok(None)
 }
 
@@ -95,7 +174,9 @@ pub fn close(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let _ = interp;
     {
         let mut conns = st.conns.borrow_mut();
-        let conn = conns.get_mut(&sock).ok_or_else(|| State::not_a_websocket(&sock))?;
+        let conn = conns
+            .get_mut(&sock)
+            .ok_or_else(|| State::not_a_websocket(&sock))?;
         if conn.state == ConnState::Closed {
             log::log(Level::Notice, "Connection already closed");
             return Ok(None);
@@ -109,7 +190,9 @@ pub fn close(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
             }
             if reason.is_empty() {
                 // tcllib maps the code through its table; other codes stay as they are.
-                reason = close::default_reason(c as u16).map(str::to_string).unwrap_or_else(|| c.to_string());
+                reason = close::default_reason(c as u16)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| c.to_string());
             }
         }
         conn.state = ConnState::Closed;
@@ -182,7 +265,9 @@ fn host_name(addr: &SocketAddr) -> String {
     };
     if r == 0 {
         // SAFETY: getnameinfo wrote a NUL-terminated string.
-        unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) }.to_string_lossy().into_owned()
+        unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
     } else {
         ip.to_string()
     }
@@ -196,12 +281,22 @@ pub fn conninfo(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let sock = objv[1].to_string_lossy();
     let what = objv[2].to_string_lossy();
     let conns = st.conns.borrow();
-    let c = conns.get(&sock).ok_or_else(|| State::not_a_websocket(&sock))?;
+    let c = conns
+        .get(&sock)
+        .ok_or_else(|| State::not_a_websocket(&sock))?;
     let w = what.to_ascii_lowercase();
     let value = if glob_match("peer*", &w, false) {
-        Obj::string(&c.peer.map(|a| host_name(&a)).unwrap_or_else(|| "0.0.0.0".into()))
+        Obj::string(
+            &c.peer
+                .map(|a| host_name(&a))
+                .unwrap_or_else(|| "0.0.0.0".into()),
+        )
     } else if w == "sockname" || w == "name" {
-        Obj::string(&c.local.map(|a| host_name(&a)).unwrap_or_else(|| "127.0.0.1".into()))
+        Obj::string(
+            &c.local
+                .map(|a| host_name(&a))
+                .unwrap_or_else(|| "127.0.0.1".into()),
+        )
     } else if glob_match("close*", &w, false) {
         Obj::int((c.state == ConnState::Closed) as i64)
     } else if w == "client" {
@@ -217,7 +312,10 @@ pub fn conninfo(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
     } else if w == "queued" {
         Obj::int(c.handle.queued() as i64)
     } else {
-        return Err(TclError::ws(format!("{what} is not a known information piece for a websocket"), &[]));
+        return Err(TclError::ws(
+            format!("{what} is not a known information piece for a websocket"),
+            &[],
+        ));
     };
     Ok(Some(value))
 }
@@ -228,8 +326,14 @@ pub fn find(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
     if objv.len() > 3 {
         return Err(wrong_args(objv, "?host? ?port?"));
     }
-    let host = objv.get(1).map(|o| o.to_string_lossy()).unwrap_or_else(|| "*".into());
-    let port = objv.get(2).map(|o| o.to_string_lossy()).unwrap_or_else(|| "*".into());
+    let host = objv
+        .get(1)
+        .map(|o| o.to_string_lossy())
+        .unwrap_or_else(|| "*".into());
+    let port = objv
+        .get(2)
+        .map(|o| o.to_string_lossy())
+        .unwrap_or_else(|| "*".into());
     let conns = st.conns.borrow();
     let mut found: Vec<(u64, String)> = Vec::new();
     for (name, c) in conns.iter() {
@@ -238,7 +342,10 @@ pub fn find(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
             None => ("0.0.0.0".to_string(), String::new()),
         };
         let host_ok = glob_match(&host, &ip, false)
-            || (host != "*" && c.peer.map(|a| glob_match(&host, &host_name(&a), false)).unwrap_or(false))
+            || (host != "*"
+                && c.peer
+                    .map(|a| glob_match(&host, &host_name(&a), false))
+                    .unwrap_or(false))
             || host == "*";
         if host_ok && glob_match(&port, &prt, false) {
             found.push((c.id, name.clone()));
@@ -256,7 +363,9 @@ pub fn configure(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     }
     let sock = objv[1].to_string_lossy();
     let mut conns = st.conns.borrow_mut();
-    let c = conns.get_mut(&sock).ok_or_else(|| State::not_a_websocket(&sock))?;
+    let c = conns
+        .get_mut(&sock)
+        .ok_or_else(|| State::not_a_websocket(&sock))?;
     let args = &objv[2..];
     let empty = Obj::string("");
     let mut i = 0;
@@ -268,17 +377,29 @@ pub fn configure(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         if bare.starts_with('k') {
             let secs = v.get_double(interp.as_ptr()).ok_or(TclError::InInterp)?;
             c.keepalive = secs.max(0.0);
-            c.handle.send(Cmd::Keepalive(State::keepalive_of(c.keepalive), c.ping.clone()));
+            c.handle.send(Cmd::Keepalive(
+                State::keepalive_of(c.keepalive),
+                c.ping.clone(),
+            ));
         } else if bare.starts_with('p') {
-            c.ping = v.to_utf8().map(|b| b.into_owned()).unwrap_or_else(|_| v.to_string_lossy().into_bytes());
+            c.ping = v
+                .to_utf8()
+                .map(|b| b.into_owned())
+                .unwrap_or_else(|_| v.to_string_lossy().into_bytes());
             if c.ping.len() > 125 {
                 return Err(TclError::ws("The -ping text cannot exceed 125 bytes", &[]));
             }
-            c.handle.send(Cmd::Keepalive(State::keepalive_of(c.keepalive), c.ping.clone()));
+            c.handle.send(Cmd::Keepalive(
+                State::keepalive_of(c.keepalive),
+                c.ping.clone(),
+            ));
         } else if bare.starts_with('m') {
             let n = v.get_wide(interp.as_ptr()).ok_or(TclError::InInterp)?;
             if n <= 0 {
-                return Err(TclError::ws("-maxlength must be a positive number of bytes", &[]));
+                return Err(TclError::ws(
+                    "-maxlength must be a positive number of bytes",
+                    &[],
+                ));
             }
             c.max_message = n as usize;
             c.handle.set_max_message(n as usize);

@@ -4,7 +4,16 @@
 use crate::tcl::interp::write_stdout;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub const LEVELS: [&str; 8] = ["debug", "info", "notice", "warn", "error", "critical", "alert", "emergency"];
+pub const LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warn",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Level {

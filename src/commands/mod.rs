@@ -95,6 +95,8 @@ pub struct State {
     names: RefCell<HashMap<u64, String>>,
     pub servers: RefCell<HashMap<String, Vec<Live>>>,
     pub pending: RefCell<HashMap<String, Pending>>,
+    /// Channels served through the Tcl-channel transport, closed with the interpreter.
+    pub bridges: RefCell<Vec<crate::tcl::bridge::Bridge>>,
     pub keys: RefCell<MaskKeys>,
     shut: Cell<bool>,
 }
@@ -114,11 +116,15 @@ impl State {
 
     /// The error tcllib raises for a name that is no WebSocket.
     pub fn not_a_websocket(sock: &str) -> TclError {
-        log::log(Level::Warn, &format!("{sock} is not a WebSocket connection anymore"));
+        log::log(
+            Level::Warn,
+            &format!("{sock} is not a WebSocket connection anymore"),
+        );
         TclError::ws(format!("{sock} is not a WebSocket"), &[])
     }
 
     pub fn register(&self, name: &str, conn: Conn) {
+        self.bridges.borrow_mut().retain(|b| !b.is_closed());
         self.names.borrow_mut().insert(conn.id, name.to_string());
         let old = self.conns.borrow_mut().insert(name.to_string(), conn);
         if let Some(old) = old {
@@ -195,7 +201,10 @@ impl State {
                     c.peer = peer;
                     c.local = local;
                 }
-                log::log(Level::Debug, &format!("{name} has been registered as a client WebSocket"));
+                log::log(
+                    Level::Debug,
+                    &format!("{name} has been registered as a client WebSocket"),
+                );
                 self.push(&name, "connect", Obj::string(&protocol));
             }
             Event::Message(m) => {
@@ -212,7 +221,10 @@ impl State {
                 if let Some(c) = self.conns.borrow_mut().get_mut(&name) {
                     c.state = ConnState::Closed;
                 }
-                log::log(Level::Info, &format!("Closing web socket: {code} ({reason})"));
+                log::log(
+                    Level::Info,
+                    &format!("Closing web socket: {code} ({reason})"),
+                );
                 self.push(
                     &name,
                     "close",
@@ -234,7 +246,11 @@ impl State {
 
     /// tcllib's Disconnect: the `disconnect` event, then the socket is forgotten.
     pub fn disconnect(&self, name: &str) {
-        self.push(name, "disconnect", Obj::string("Disconnected from remote end"));
+        self.push(
+            name,
+            "disconnect",
+            Obj::string("Disconnected from remote end"),
+        );
         self.forget(name);
     }
 
@@ -254,6 +270,9 @@ impl State {
         self.names.borrow_mut().clear();
         self.servers.borrow_mut().clear();
         self.pending.borrow_mut().clear();
+        for b in self.bridges.borrow_mut().drain(..) {
+            b.close();
+        }
     }
 
     /// Keepalive setting for the engine.
@@ -264,9 +283,15 @@ impl State {
 
 /// `wrong # args` in the format Tcl uses for procs.
 pub fn wrong_args(objv: &[ObjRef], usage: &str) -> TclError {
-    let cmd = objv.first().map(|o| o.to_string_lossy()).unwrap_or_default();
+    let cmd = objv
+        .first()
+        .map(|o| o.to_string_lossy())
+        .unwrap_or_default();
     TclError::Msg {
-        msg: format!("wrong # args: should be \"{cmd}{}{usage}\"", if usage.is_empty() { "" } else { " " }),
+        msg: format!(
+            "wrong # args: should be \"{cmd}{}{usage}\"",
+            if usage.is_empty() { "" } else { " " }
+        ),
         code: vec!["TCL".into(), "WRONGARGS".into()],
     }
 }
@@ -358,7 +383,10 @@ pub fn glob_match(pattern: &str, text: &str, nocase: bool) -> bool {
     go(&p, &t, nocase)
 }
 
-unsafe extern "C" fn interp_deleted(data: *mut c_void, _interp: *mut crate::tcl::interp::RawInterp) {
+unsafe extern "C" fn interp_deleted(
+    data: *mut c_void,
+    _interp: *mut crate::tcl::interp::RawInterp,
+) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: the Rc leaked in init, reclaimed once here.
         let state = Rc::from_raw(data as *const State);
@@ -403,6 +431,7 @@ pub fn init(interp: Interp) -> Result<(), TclError> {
             names: RefCell::new(HashMap::new()),
             servers: RefCell::new(HashMap::new()),
             pending: RefCell::new(HashMap::new()),
+            bridges: RefCell::new(Vec::new()),
             keys: RefCell::new(MaskKeys::new()),
             shut: Cell::new(false),
         }

@@ -11,10 +11,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// tcllib's accepted option prefixes (http::geturl's options), plus -tls.
-const ALLOWED: &[&str] = &["bi*", "bl*", "ch*", "he*", "k*", "m*", "prog*", "prot*", "qu*", "s*", "ti*", "ty*", "tls"];
+const ALLOWED: &[&str] = &[
+    "bi*", "bl*", "ch*", "he*", "k*", "m*", "prog*", "prot*", "qu*", "s*", "ti*", "ty*", "tls",
+];
 
 fn pairs<'a>(interp: Interp, list: ObjRef<'a>) -> Result<Vec<(ObjRef<'a>, ObjRef<'a>)>, TclError> {
-    let elems = list.list_elements(interp.as_ptr()).ok_or(TclError::InInterp)?;
+    let elems = list
+        .list_elements(interp.as_ptr())
+        .ok_or(TclError::InInterp)?;
     if elems.len() % 2 != 0 {
         return Err(TclError::plain("list must have an even number of elements"));
     }
@@ -84,8 +88,14 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         } else if lower.starts_with("prot") {
             let elems = v.list_elements(interp.as_ptr()).ok_or(TclError::InInterp)?;
             protocols = elems.iter().map(|e| e.to_string_lossy()).collect();
-            if let Some(bad) = protocols.iter().find(|p| !crate::proto::handshake::is_token(p)) {
-                return Err(TclError::ws(format!("Invalid protocol name '{bad}'"), &["HANDSHAKE", "PROTOCOL"]));
+            if let Some(bad) = protocols
+                .iter()
+                .find(|p| !crate::proto::handshake::is_token(p))
+            {
+                return Err(TclError::ws(
+                    format!("Invalid protocol name '{bad}'"),
+                    &["HANDSHAKE", "PROTOCOL"],
+                ));
             }
         } else if lower.starts_with("ti") {
             // tcllib uses only positive integers and ignores anything else.
@@ -100,8 +110,12 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         // The other http::geturl options have no meaning for a WebSocket.
     }
 
-    let target = client::parse_url(&url)
-        .map_err(|e| TclError::ws(format!("Error while opening WebSocket connection to {url}: {e}"), &[]))?;
+    let target = client::parse_url(&url).map_err(|e| {
+        TclError::ws(
+            format!("Error while opening WebSocket connection to {url}: {e}"),
+            &[],
+        )
+    })?;
     let id = next_id();
     let name = format!("sockws{id}");
     let (handle, inbox) = engine_conn::channel(DEFAULT_MAX_MESSAGE);
@@ -135,7 +149,10 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         keepalive: None,
         ping_payload: Vec::new(),
     };
-    log::log(Level::Debug, &format!("Opening WebSocket connection to {url} as {name}"));
+    log::log(
+        Level::Debug,
+        &format!("Opening WebSocket connection to {url} as {name}"),
+    );
     client::spawn(request, opts, id, st.sink(), inbox);
     Ok(Some(Obj::string(&name)))
 }

@@ -4,7 +4,8 @@ use super::{log, log::Level, wrong_args, ConnState, State};
 use crate::proto::frame;
 use crate::tcl::{CmdResult, Interp, Obj, ObjRef, TclError};
 
-const BAD_TYPE: &str = "Unrecognised type, should be one of text, binary, ping or a protocol valid integer";
+const BAD_TYPE: &str =
+    "Unrecognised type, should be one of text, binary, ping or a protocol valid integer";
 
 /// The opcode for a `send` type: tcllib's names (case-insensitive prefixes)
 /// or an integer opcode that is legal to send (continuation, text, binary,
@@ -14,7 +15,10 @@ fn opcode_of(interp: Interp, ty: ObjRef) -> Result<u8, TclError> {
     if let Some(n) = ty.get_wide(std::ptr::null_mut()) {
         return match n {
             0 | 1 | 2 | 9 | 10 => Ok(n as u8),
-            8 => Err(TclError::ws("Use ::websocket::close to send a close frame", &[])),
+            8 => Err(TclError::ws(
+                "Use ::websocket::close to send a close frame",
+                &[],
+            )),
             _ => Err(TclError::ws(BAD_TYPE, &[])),
         };
     }
@@ -33,9 +37,14 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     }
     let sock = objv[1].to_string_lossy();
     let mut conns = st.conns.borrow_mut();
-    let conn = conns.get_mut(&sock).ok_or_else(|| State::not_a_websocket(&sock))?;
+    let conn = conns
+        .get_mut(&sock)
+        .ok_or_else(|| State::not_a_websocket(&sock))?;
     if conn.state != ConnState::Connected {
-        log::log(Level::Warn, &format!("Cannot send along WS {sock}, not connected"));
+        log::log(
+            Level::Warn,
+            &format!("Cannot send along WS {sock}, not connected"),
+        );
         return Ok(Some(Obj::int(-1)));
     }
     let opcode = opcode_of(interp, objv[2])?;
@@ -80,7 +89,14 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     if log::enabled(Level::Debug) {
         let dst = if conn.server { "client" } else { "server" };
         let what = if fin { "final fragment" } else { "fragment" };
-        log::log(Level::Debug, &format!("Sent {} bytes long {} {what} to {dst}", payload.len(), opcode));
+        log::log(
+            Level::Debug,
+            &format!(
+                "Sent {} bytes long {} {what} to {dst}",
+                payload.len(),
+                opcode
+            ),
+        );
     }
     Ok(Some(Obj::int(n as i64)))
 }

@@ -25,13 +25,19 @@ pub fn live(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let sock = objv[1].to_string_lossy();
     let mut servers = st.servers.borrow_mut();
     let lives = servers.get_mut(&sock).ok_or_else(|| {
-        log::log(Level::Warn, &format!("{sock} is not a WebSocket server anymore"));
+        log::log(
+            Level::Warn,
+            &format!("{sock} is not a WebSocket server anymore"),
+        );
         TclError::ws(format!("{sock} is not a WebSocket"), &[])
     })?;
     lives.push(Live {
         path: objv[2].to_string_lossy(),
         handler: objv[3].to_owned(),
-        protocol: objv.get(4).map(|p| p.to_string_lossy()).unwrap_or_else(|| "*".into()),
+        protocol: objv
+            .get(4)
+            .map(|p| p.to_string_lossy())
+            .unwrap_or_else(|| "*".into()),
     });
     Ok(None)
 }
@@ -73,19 +79,28 @@ pub fn test(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     };
     let servers = st.servers.borrow();
     let lives = servers.get(&srv).ok_or_else(|| {
-        log::log(Level::Warn, &format!("{srv} is not a WebSocket server anymore"));
+        log::log(
+            Level::Warn,
+            &format!("{srv} is not a WebSocket server anymore"),
+        );
         TclError::ws(format!("{srv} is not a WebSocket"), &[])
     })?;
     let valid = match handshake::validate_request_headers(&headers) {
         Ok(v) => v,
         Err(e) => {
-            log::log(Level::Warn, &format!("Invalid WebSocket request on {cli}: {}", e.message));
+            log::log(
+                Level::Warn,
+                &format!("Invalid WebSocket request on {cli}: {}", e.message),
+            );
             return Ok(Some(Obj::int(0)));
         }
     };
     let mut found = None;
     for l in lives {
-        let idx = valid.protocols.iter().position(|p| glob_match(&l.protocol, p, false));
+        let idx = valid
+            .protocols
+            .iter()
+            .position(|p| glob_match(&l.protocol, p, false));
         if glob_match(&l.path, &path, false) && (valid.protocols.is_empty() || idx.is_some()) {
             let protocol = idx.map(|i| valid.protocols[i].clone()).unwrap_or_default();
             found = Some((l.handler.clone(), protocol));
@@ -96,7 +111,10 @@ pub fn test(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         log::log(Level::Warn, &format!("Cannot find any handler for {path}"));
         return Ok(Some(Obj::int(0)));
     };
-    let query = objv.get(5).map(|q| q.to_owned()).unwrap_or_else(|| Obj::string(""));
+    let query = objv
+        .get(5)
+        .map(|q| q.to_owned())
+        .unwrap_or_else(|| Obj::string(""));
     st.pending.borrow_mut().insert(
         cli,
         Pending {
@@ -119,7 +137,10 @@ pub fn upgrade(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     }
     let sock = objv[1].to_string_lossy();
     let pending = st.pending.borrow_mut().remove(&sock).ok_or_else(|| {
-        log::log(Level::Warn, &format!("{sock} does not point to a client WebSocket"));
+        log::log(
+            Level::Warn,
+            &format!("{sock} does not point to a client WebSocket"),
+        );
         TclError::ws(format!("{sock} is not a WebSocket client"), &[])
     })?;
     let _ = &pending.server;
@@ -135,7 +156,8 @@ pub fn validate(_st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     if objv.len() != 2 {
         return Err(wrong_args(objv, "hdrs"));
     }
-    let headers = header_pairs(interp, objv[1]).ok_or_else(|| TclError::plain("missing value to go with key"))?;
+    let headers = header_pairs(interp, objv[1])
+        .ok_or_else(|| TclError::plain("missing value to go with key"))?;
     let v = handshake::validate_request_headers(&headers).map_err(|e| {
         let kinds: Vec<&str> = e.kinds.to_vec();
         TclError::ws(e.message, &kinds)
@@ -168,5 +190,7 @@ pub fn sec_websocket_accept(_st: &State, _interp: Interp, objv: &[ObjRef]) -> Cm
     if objv.len() != 2 {
         return Err(wrong_args(objv, "key"));
     }
-    Ok(Some(Obj::string(&handshake::accept_key(&objv[1].to_string_lossy()))))
+    Ok(Some(Obj::string(&handshake::accept_key(
+        &objv[1].to_string_lossy(),
+    ))))
 }

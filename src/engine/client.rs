@@ -34,10 +34,16 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
     let secure = match parsed.scheme() {
         "ws" | "http" => false,
         "wss" | "https" => true,
-        s => return Err(format!("Invalid URL '{url}': unsupported scheme '{s}' (use ws:// or wss://)")),
+        s => {
+            return Err(format!(
+                "Invalid URL '{url}': unsupported scheme '{s}' (use ws:// or wss://)"
+            ))
+        }
     };
     if parsed.fragment().is_some() {
-        return Err(format!("Invalid URL '{url}': a WebSocket URL cannot have a fragment"));
+        return Err(format!(
+            "Invalid URL '{url}': a WebSocket URL cannot have a fragment"
+        ));
     }
     let host = match parsed.host() {
         Some(url::Host::Domain(d)) => d.to_string(),
@@ -124,7 +130,11 @@ async fn connect_tcp(req: &Request) -> Result<TcpStream, String> {
                 continue;
             }
         }
-        let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        };
         let socket = match socket {
             Ok(s) => s,
             Err(e) => {
@@ -148,7 +158,10 @@ async fn connect_tcp(req: &Request) -> Result<TcpStream, String> {
     Err(format!("Cannot connect to {}: {last}", t.url))
 }
 
-async fn handshake_on<S: Stream>(mut stream: S, req: &Request) -> Result<(S, Vec<u8>, String), String> {
+async fn handshake_on<S: Stream>(
+    mut stream: S,
+    req: &Request,
+) -> Result<(S, Vec<u8>, String), String> {
     let key = handshake::generate_key(&mut MaskKeys::new());
     let head = handshake::build_client_request(
         &req.target.host_header,
@@ -179,15 +192,25 @@ async fn handshake_on<S: Stream>(mut stream: S, req: &Request) -> Result<(S, Vec
                 return Ok((stream, leftover, protocol));
             }
             Ok(None) => {}
-            Err(e) => return Err(format!("Invalid handshake response from {}: {}", req.target.url, e.message)),
+            Err(e) => {
+                return Err(format!(
+                    "Invalid handshake response from {}: {}",
+                    req.target.url, e.message
+                ))
+            }
         }
         let mut chunk = [0u8; 4096];
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("Connection to {} failed during the handshake: {e}", req.target.url))?;
+        let n = stream.read(&mut chunk).await.map_err(|e| {
+            format!(
+                "Connection to {} failed during the handshake: {e}",
+                req.target.url
+            )
+        })?;
         if n == 0 {
-            return Err(format!("Connection to {} closed during the handshake", req.target.url));
+            return Err(format!(
+                "Connection to {} closed during the handshake",
+                req.target.url
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
     }
@@ -198,8 +221,13 @@ async fn establish(req: &Request) -> Result<Established, String> {
     let peer = tcp.peer_addr().ok();
     let local = tcp.local_addr().ok();
     if req.target.secure {
-        let config = tls::client_config(&req.tls).map_err(|e| format!("TLS setup for {} failed: {e}", req.target.url))?;
-        let name = req.tls.servername.clone().unwrap_or_else(|| req.target.host.clone());
+        let config = tls::client_config(&req.tls)
+            .map_err(|e| format!("TLS setup for {} failed: {e}", req.target.url))?;
+        let name = req
+            .tls
+            .servername
+            .clone()
+            .unwrap_or_else(|| req.target.host.clone());
         let server_name = ServerName::try_from(name.clone())
             .map_err(|_| format!("Invalid TLS server name '{name}'"))?;
         let tls = tokio_rustls::TlsConnector::from(config)
@@ -235,7 +263,10 @@ pub fn spawn(req: Request, opts: Options, id: u64, sink: Arc<dyn Sink>, inbox: I
             None => Some(establish(&req).await),
         };
         match outcome {
-            None => sink.emit(id, Event::Timeout(format!("Timeout when connecting to {}", req.target.url))),
+            None => sink.emit(
+                id,
+                Event::Timeout(format!("Timeout when connecting to {}", req.target.url)),
+            ),
             Some(Err(msg)) => sink.emit(id, Event::Error(msg)),
             Some(Ok(e)) => {
                 sink.emit(
@@ -250,6 +281,19 @@ pub fn spawn(req: Request, opts: Options, id: u64, sink: Arc<dyn Sink>, inbox: I
             }
         }
     });
+}
+
+/// Runs a connection over a Tcl-channel bridge.
+pub fn spawn_bridged(
+    stream: super::bridge::BridgeStream,
+    buffered: Vec<u8>,
+    preamble: Vec<u8>,
+    opts: Options,
+    id: u64,
+    sink: Arc<dyn Sink>,
+    inbox: Inbox,
+) {
+    super::runtime::handle().spawn(conn::run(stream, buffered, preamble, opts, id, sink, inbox));
 }
 
 /// Runs a connection on a socket taken over from Tcl.
@@ -290,11 +334,30 @@ mod tests {
     #[test]
     fn urls() {
         let t = parse_url("ws://example.com/chat?x=1").unwrap();
-        assert_eq!((t.secure, t.port, t.host_header.as_str(), t.resource.as_str()), (false, 80, "example.com", "/chat?x=1"));
+        assert_eq!(
+            (
+                t.secure,
+                t.port,
+                t.host_header.as_str(),
+                t.resource.as_str()
+            ),
+            (false, 80, "example.com", "/chat?x=1")
+        );
         let t = parse_url("wss://127.0.0.1:8443").unwrap();
-        assert_eq!((t.secure, t.port, t.host_header.as_str(), t.resource.as_str()), (true, 8443, "127.0.0.1:8443", "/"));
+        assert_eq!(
+            (
+                t.secure,
+                t.port,
+                t.host_header.as_str(),
+                t.resource.as_str()
+            ),
+            (true, 8443, "127.0.0.1:8443", "/")
+        );
         let t = parse_url("ws://[::1]:9000/a").unwrap();
-        assert_eq!((t.host.as_str(), t.host_header.as_str()), ("::1", "[::1]:9000"));
+        assert_eq!(
+            (t.host.as_str(), t.host_header.as_str()),
+            ("::1", "[::1]:9000")
+        );
         assert!(parse_url("ftp://x/").is_err());
         assert!(parse_url("ws://x/#frag").is_err());
         assert!(parse_url("not a url").is_err());

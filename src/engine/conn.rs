@@ -218,8 +218,16 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     }
                 }
                 Err(v) => {
-                    let reason = close::default_reason(v.code).unwrap_or(v.reason).to_string();
-                    sink.emit(id, Event::Closed { code: v.code, reason });
+                    let reason = close::default_reason(v.code)
+                        .unwrap_or(v.reason)
+                        .to_string();
+                    sink.emit(
+                        id,
+                        Event::Closed {
+                            code: v.code,
+                            reason,
+                        },
+                    );
                     let _ = to_writer.send(FromReader::Fail(v.code, v.reason));
                     let _ = to_writer.send(FromReader::Ended);
                     return;
@@ -239,7 +247,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         id,
                         Event::Closed {
                             code: close::ABNORMAL,
-                            reason: close::default_reason(close::ABNORMAL).unwrap_or("").to_string(),
+                            reason: close::default_reason(close::ABNORMAL)
+                                .unwrap_or("")
+                                .to_string(),
                         },
                     );
                 }
@@ -320,7 +330,11 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
 
     /// After the close frames: the server closes TCP first (§7.1.1); a client
     /// waits for that, then closes anyway. Both wait at most CLOSE_TIMEOUT.
-    async fn finish(&mut self, from_reader: &mut UnboundedReceiver<FromReader>, reader_ended: bool) {
+    async fn finish(
+        &mut self,
+        from_reader: &mut UnboundedReceiver<FromReader>,
+        reader_ended: bool,
+    ) {
         if self.role == Role::Server {
             let _ = self.w.shutdown().await;
         }
@@ -352,7 +366,9 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 id,
                 Event::Closed {
                     code: close::ABNORMAL,
-                    reason: close::default_reason(close::ABNORMAL).unwrap_or("").to_string(),
+                    reason: close::default_reason(close::ABNORMAL)
+                        .unwrap_or("")
+                        .to_string(),
                 },
             )
         };
@@ -456,7 +472,9 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                         reader_ended = tokio::time::timeout(CLOSE_TIMEOUT, async {
                             while let Some(m) = from_reader.recv().await {
                                 match m {
-                                    FromReader::PeerClose(_) | FromReader::Fail(..) => return false,
+                                    FromReader::PeerClose(_) | FromReader::Fail(..) => {
+                                        return false
+                                    }
                                     FromReader::Ended => return true,
                                     FromReader::Pong(_) => {}
                                 }

@@ -2,6 +2,7 @@
 //! connection (reader and writer halves, keepalive, close handshake).
 //! Everything the script must hear leaves through a `Sink`.
 
+pub mod bridge;
 pub mod client;
 pub mod conn;
 pub mod runtime;

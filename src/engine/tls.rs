@@ -68,7 +68,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -76,7 +81,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
@@ -105,11 +115,14 @@ fn build(s: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
             let mut store = RootCertStore::empty();
             if let Some(f) = &s.cafile {
                 for c in read_certs(f)? {
-                    store.add(c).map_err(|e| format!("bad CA certificate in {}: {e}", f.display()))?;
+                    store
+                        .add(c)
+                        .map_err(|e| format!("bad CA certificate in {}: {e}", f.display()))?;
                 }
             }
             if let Some(d) = &s.cadir {
-                let entries = std::fs::read_dir(d).map_err(|e| format!("cannot read {}: {e}", d.display()))?;
+                let entries = std::fs::read_dir(d)
+                    .map_err(|e| format!("cannot read {}: {e}", d.display()))?;
                 for e in entries.flatten() {
                     if let Ok(certs) = read_certs(&e.path()) {
                         for c in certs {
@@ -131,7 +144,8 @@ fn build(s: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
         (Some(cert), key) => {
             let certs = read_certs(cert)?;
             let key_path = key.as_ref().unwrap_or(cert);
-            let data = std::fs::read(key_path).map_err(|e| format!("cannot read {}: {e}", key_path.display()))?;
+            let data = std::fs::read(key_path)
+                .map_err(|e| format!("cannot read {}: {e}", key_path.display()))?;
             let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut data.as_slice())
                 .map_err(|e| format!("cannot parse key in {}: {e}", key_path.display()))?
                 .ok_or_else(|| format!("no private key in {}", key_path.display()))?;

@@ -44,7 +44,8 @@ pub enum ChannelKind {
 }
 
 pub fn lookup(interp: Interp, name: &str) -> Result<(Tcl_Channel, ChannelKind), TclError> {
-    let cname = CString::new(name).map_err(|_| TclError::plain(format!("can not find channel named \"{name}\"")))?;
+    let cname = CString::new(name)
+        .map_err(|_| TclError::plain(format!("can not find channel named \"{name}\"")))?;
     let mut mode: c_int = 0;
     // SAFETY: live interp; Tcl leaves an error message on failure.
     let chan = unsafe { ffi::ws_get_channel(interp.as_ptr(), cname.as_ptr(), &mut mode) };
@@ -55,7 +56,9 @@ pub fn lookup(interp: Interp, name: &str) -> Result<(Tcl_Channel, ChannelKind), 
     let (stacked, type_name) = unsafe {
         (
             ffi::ws_channel_is_stacked(chan) != 0,
-            CStr::from_ptr(ffi::ws_channel_type_name(chan)).to_string_lossy().into_owned(),
+            CStr::from_ptr(ffi::ws_channel_type_name(chan))
+                .to_string_lossy()
+                .into_owned(),
         )
     };
     let kind = if !stacked && type_name == "tcp" {
@@ -70,7 +73,9 @@ fn set_option(interp: Interp, chan: Tcl_Channel, opt: &str, val: &str) -> Result
     let o = CString::new(opt).expect("no NUL");
     let v = CString::new(val).expect("no NUL");
     // SAFETY: live channel and interp.
-    if unsafe { ffi::ws_set_channel_option(interp.as_ptr(), chan, o.as_ptr(), v.as_ptr()) } != ffi::TCL_OK {
+    if unsafe { ffi::ws_set_channel_option(interp.as_ptr(), chan, o.as_ptr(), v.as_ptr()) }
+        != ffi::TCL_OK
+    {
         return Err(TclError::InInterp);
     }
     Ok(())
@@ -86,8 +91,12 @@ fn clear_fileevents(interp: Interp, name: &str) -> Result<(), TclError> {
             Obj::string(""),
         ]
     };
-    interp.eval_words(&words("readable")).map_err(|_| TclError::InInterp)?;
-    interp.eval_words(&words("writable")).map_err(|_| TclError::InInterp)?;
+    interp
+        .eval_words(&words("readable"))
+        .map_err(|_| TclError::InInterp)?;
+    interp
+        .eval_words(&words("writable"))
+        .map_err(|_| TclError::InInterp)?;
     Ok(())
 }
 
@@ -128,7 +137,10 @@ pub fn take_socket(interp: Interp, name: &str) -> Result<TakenSocket, TclError> 
     let mut fd: c_int = -1;
     // SAFETY: live channel.
     if unsafe { ffi::ws_get_channel_fd(chan, ffi::TCL_READABLE, &mut fd) } == 0 || fd < 0 {
-        return Err(TclError::ws(format!("cannot get the socket of {name}"), &["CHANNEL"]));
+        return Err(TclError::ws(
+            format!("cannot get the socket of {name}"),
+            &["CHANNEL"],
+        ));
     }
     // SAFETY: fd is the channel's open socket.
     let mut high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, ENGINE_FD_FLOOR) };
@@ -138,7 +150,10 @@ pub fn take_socket(interp: Interp, name: &str) -> Result<TakenSocket, TclError> 
     }
     if high < 0 {
         return Err(TclError::ws(
-            format!("cannot duplicate the socket of {name}: {}", std::io::Error::last_os_error()),
+            format!(
+                "cannot duplicate the socket of {name}: {}",
+                std::io::Error::last_os_error()
+            ),
             &["CHANNEL"],
         ));
     }

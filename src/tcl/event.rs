@@ -90,7 +90,13 @@ impl<T: Send + 'static> Mailbox<T> {
     fn post(self: &Arc<Self>, alert: bool) {
         let payload = Box::into_raw(Box::new(Posted(self.clone() as Arc<dyn Service>)));
         // SAFETY: the payload is reclaimed by websocket_service_event or websocket_discard_event.
-        unsafe { ffi::ws_post_event(self.owner.0 as *mut c_void, payload as *mut c_void, alert as c_int) }
+        unsafe {
+            ffi::ws_post_event(
+                self.owner.0 as *mut c_void,
+                payload as *mut c_void,
+                alert as c_int,
+            )
+        }
     }
 
     fn on_owner_thread(&self) -> bool {
@@ -169,7 +175,10 @@ extern "C" fn websocket_service_event(payload: *mut c_void) -> c_int {
         posted.0.clone().service();
     }));
     if let Err(p) = outcome {
-        eprintln!("websocket: internal error while delivering events: {}", panic_message(&p));
+        eprintln!(
+            "websocket: internal error while delivering events: {}",
+            panic_message(&p)
+        );
     }
     1
 }

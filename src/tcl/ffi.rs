@@ -72,8 +72,11 @@ extern "C" {
     pub fn ws_preserve(p: *mut c_void);
     pub fn ws_release(p: *mut c_void);
     pub fn ws_interp_deleted(interp: *mut Tcl_Interp) -> c_int;
-    pub fn ws_pkg_provide(interp: *mut Tcl_Interp, name: *const c_char, version: *const c_char)
-        -> c_int;
+    pub fn ws_pkg_provide(
+        interp: *mut Tcl_Interp,
+        name: *const c_char,
+        version: *const c_char,
+    ) -> c_int;
     pub fn ws_create_command(
         interp: *mut Tcl_Interp,
         name: *const c_char,
@@ -123,7 +126,12 @@ extern "C" {
     pub fn ws_unregister_channel(interp: *mut Tcl_Interp, chan: Tcl_Channel) -> c_int;
     pub fn ws_detach_channel(interp: *mut Tcl_Interp, chan: Tcl_Channel) -> c_int;
     pub fn ws_is_channel_registered(interp: *mut Tcl_Interp, chan: Tcl_Channel) -> c_int;
-    pub fn ws_create_channel_handler(chan: Tcl_Channel, mask: c_int, proc_: ChannelProc, cd: *mut c_void);
+    pub fn ws_create_channel_handler(
+        chan: Tcl_Channel,
+        mask: c_int,
+        proc_: ChannelProc,
+        cd: *mut c_void,
+    );
     pub fn ws_delete_channel_handler(chan: Tcl_Channel, proc_: ChannelProc, cd: *mut c_void);
     pub fn ws_create_timer(ms: c_int, proc_: TimerProc, cd: *mut c_void, token: *mut *mut c_void);
     pub fn ws_delete_timer(token: *mut c_void);

@@ -156,7 +156,11 @@ impl Interp {
     }
 
     /// Calls `f(data)` when the interpreter is deleted.
-    pub fn call_when_deleted(&self, f: unsafe extern "C" fn(*mut c_void, *mut Tcl_Interp), data: *mut c_void) {
+    pub fn call_when_deleted(
+        &self,
+        f: unsafe extern "C" fn(*mut c_void, *mut Tcl_Interp),
+        data: *mut c_void,
+    ) {
         // SAFETY: live interp.
         unsafe { ffi::ws_call_when_deleted(self.0, f, data) }
     }

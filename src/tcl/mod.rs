@@ -1,9 +1,10 @@
 //! The binding layer: the C shim over Tcl's stubs table and the safe Rust
 //! wrappers around it. This is the only place with `unsafe` FFI.
 
-mod ffi;
+pub mod bridge;
 pub mod channel;
 pub mod event;
+mod ffi;
 pub mod interp;
 pub mod obj;
 pub mod utf;

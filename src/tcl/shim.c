@@ -151,12 +151,13 @@ int ws_get_channel_fd(Tcl_Channel chan, int direction, int *fd) {
     *fd = (int)(ptrdiff_t)h;
     return 1;
 }
+/* Tcl_GetChannel hands out the bottom of a stack; these look at the top. */
 const char *ws_channel_type_name(Tcl_Channel chan) {
-    const Tcl_ChannelType *t = Tcl_GetChannelType(chan);
+    const Tcl_ChannelType *t = Tcl_GetChannelType(Tcl_GetTopChannel(chan));
     return t ? t->typeName : "";
 }
 const char *ws_channel_name(Tcl_Channel chan) { return Tcl_GetChannelName(chan); }
-int ws_channel_is_stacked(Tcl_Channel chan) { return Tcl_GetStackedChannel(chan) != NULL; }
+int ws_channel_is_stacked(Tcl_Channel chan) { return Tcl_GetTopChannel(chan) != chan; }
 int ws_set_channel_option(Tcl_Interp *interp, Tcl_Channel chan, const char *opt, const char *val) {
     return Tcl_SetChannelOption(interp, chan, opt, val);
 }

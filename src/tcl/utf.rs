@@ -228,12 +228,25 @@ mod tests {
 
     #[test]
     fn stray_bytes_read_as_latin1() {
-        assert_eq!(tcl_to_utf8(b"\xE9t\xE9").unwrap().as_ref(), "été".as_bytes());
+        assert_eq!(
+            tcl_to_utf8(b"\xE9t\xE9").unwrap().as_ref(),
+            "été".as_bytes()
+        );
     }
 
     #[test]
     fn roundtrips() {
-        for s in ["", "a", "é", "€uro", "\u{FFFF}", "\u{10000}", "\0\0", "мир 🌍 \0 x", "🎉🎉"] {
+        for s in [
+            "",
+            "a",
+            "é",
+            "€uro",
+            "\u{FFFF}",
+            "\u{10000}",
+            "\0\0",
+            "мир 🌍 \0 x",
+            "🎉🎉",
+        ] {
             roundtrip(s);
         }
     }

@@ -1,0 +1,903 @@
+//! WebSocket echo load generator for bench/run.sh.
+//!
+//! A minimal RFC 6455 client written directly on tokio (no code shared with
+//! the package under test): HTTP/1.1 upgrade with Sec-WebSocket-Accept check,
+//! masked client frames, unmasked server frames (continuations reassembled,
+//! ping/pong ignored, close = error).  Every echo is checked against what was
+//! sent (a sequence number or the whole payload).
+//!
+//!   loadgen <pipelined|rtt|large|conns|idle> --port P [options]
+//!
+//! Prints exactly one JSON line on stdout; exit status 0 when "ok":true.
+
+use std::fmt::Write as _;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+// ---------------------------------------------------------------- options
+
+#[derive(Clone, Debug)]
+struct Opts {
+    scenario: String,
+    host: String,
+    port: u16,
+    path: String,
+    duration: f64,
+    warmup: f64,
+    inflight: usize,
+    size: usize,
+    count: usize,
+    conns: usize,
+    echoes: usize,
+    batch: usize,
+    connect_timeout: f64,
+    op_timeout: f64,
+    max_time: f64,
+    hold: f64,
+    server_pid: Option<u32>,
+    label: String,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: loadgen <pipelined|rtt|large|conns|idle> --port P [--host 127.0.0.1] [--path /echo]
+  [--duration S] [--warmup S] [--inflight N] [--size BYTES] [--count N]
+  [--conns N] [--echoes N] [--batch N] [--connect-timeout S] [--op-timeout S]
+  [--max-time S] [--hold S] [--server-pid PID] [--label TEXT]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_opts() -> Opts {
+    let mut args = std::env::args().skip(1);
+    let scenario = args.next().unwrap_or_else(|| usage());
+    let (size, count, duration, conns) = match scenario.as_str() {
+        "pipelined" => (32, 0, 5.0, 1),
+        "rtt" => (32, 10_000, 0.0, 1),
+        "large" => (1 << 20, 0, 5.0, 1),
+        "conns" => (32, 0, 0.0, 200),
+        "idle" => (32, 0, 0.0, 10_000),
+        _ => usage(),
+    };
+    let mut o = Opts {
+        scenario,
+        host: "127.0.0.1".into(),
+        port: 0,
+        path: "/echo".into(),
+        duration,
+        warmup: 0.5,
+        inflight: 100,
+        size,
+        count,
+        conns,
+        echoes: 50,
+        batch: 200,
+        connect_timeout: 5.0,
+        op_timeout: 10.0,
+        max_time: 120.0,
+        hold: 0.0,
+        server_pid: None,
+        label: String::new(),
+    };
+    while let Some(k) = args.next() {
+        let v = args.next().unwrap_or_else(|| usage());
+        let f = || v.parse::<f64>().unwrap_or_else(|_| usage());
+        let n = || v.parse::<usize>().unwrap_or_else(|_| usage());
+        match k.as_str() {
+            "--host" => o.host = v.clone(),
+            "--port" => o.port = v.parse().unwrap_or_else(|_| usage()),
+            "--path" => o.path = v.clone(),
+            "--duration" => o.duration = f(),
+            "--warmup" => o.warmup = f(),
+            "--inflight" => o.inflight = n().max(1),
+            "--size" => o.size = n().max(8),
+            "--count" => o.count = n(),
+            "--conns" => o.conns = n(),
+            "--echoes" => o.echoes = n(),
+            "--batch" => o.batch = n().max(1),
+            "--connect-timeout" => o.connect_timeout = f(),
+            "--op-timeout" => o.op_timeout = f(),
+            "--max-time" => o.max_time = f(),
+            "--hold" => o.hold = f(),
+            "--server-pid" => o.server_pid = Some(v.parse().unwrap_or_else(|_| usage())),
+            "--label" => o.label = v.clone(),
+            _ => usage(),
+        }
+    }
+    if o.port == 0 {
+        usage()
+    }
+    o
+}
+
+// ---------------------------------------------------------------- JSON
+
+struct Json(String);
+
+impl Json {
+    fn new() -> Self {
+        Json(String::from("{"))
+    }
+    fn key(&mut self, k: &str) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        let _ = write!(self.0, "\"{k}\":");
+    }
+    fn str(&mut self, k: &str, v: &str) -> &mut Self {
+        self.key(k);
+        self.0.push('"');
+        for c in v.chars() {
+            match c {
+                '"' => self.0.push_str("\\\""),
+                '\\' => self.0.push_str("\\\\"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(self.0, "\\u{:04x}", c as u32);
+                }
+                c => self.0.push(c),
+            }
+        }
+        self.0.push('"');
+        self
+    }
+    fn num(&mut self, k: &str, v: f64) -> &mut Self {
+        self.key(k);
+        if v.is_finite() {
+            let _ = write!(self.0, "{}", (v * 1000.0).round() / 1000.0);
+        } else {
+            self.0.push_str("null");
+        }
+        self
+    }
+    fn int(&mut self, k: &str, v: u64) -> &mut Self {
+        self.key(k);
+        let _ = write!(self.0, "{v}");
+        self
+    }
+    fn opt_int(&mut self, k: &str, v: Option<u64>) -> &mut Self {
+        self.key(k);
+        match v {
+            Some(v) => {
+                let _ = write!(self.0, "{v}");
+            }
+            None => self.0.push_str("null"),
+        }
+        self
+    }
+    fn bool(&mut self, k: &str, v: bool) -> &mut Self {
+        self.key(k);
+        self.0.push_str(if v { "true" } else { "false" });
+        self
+    }
+    fn finish(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+// ---------------------------------------------------------------- misc
+
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Self {
+        static CTR: AtomicU64 = AtomicU64::new(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        let c = CTR.fetch_add(1, Ordering::Relaxed);
+        Rng((t ^ (c.wrapping_mul(0x9E37_79B9_7F4A_7C15))) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+fn raise_nofile() -> u64 {
+    unsafe {
+        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+            return r.rlim_cur;
+        }
+    }
+    0
+}
+
+/// VmRSS of a process in KiB (None if it is gone).
+fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // A zombie still has /proc/PID; look at the state.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => match s.rfind(')') {
+            Some(i) => !matches!(s[i + 1..].trim_start().chars().next(), Some('Z') | Some('X')),
+            None => true,
+        },
+        Err(_) => false,
+    }
+}
+
+fn err<T>(msg: impl Into<String>) -> io::Result<T> {
+    Err(io::Error::new(io::ErrorKind::Other, msg.into()))
+}
+
+async fn within<T>(secs: f64, what: &str, fut: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    match tokio::time::timeout(Duration::from_secs_f64(secs), fut).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("{what}: timed out after {secs}s"))),
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+// ---------------------------------------------------------------- WebSocket client
+
+const OP_CONT: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+struct Reader {
+    rd: BufReader<OwnedReadHalf>,
+}
+
+struct Writer {
+    wr: OwnedWriteHalf,
+    rng: Rng,
+    buf: Vec<u8>,
+}
+
+async fn connect(addr: SocketAddr, host: &str, path: &str) -> io::Result<(Reader, Writer)> {
+    let sock = TcpStream::connect(addr).await?;
+    sock.set_nodelay(true)?;
+    let (rd, mut wr) = sock.into_split();
+    let mut rng = Rng::new();
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&rng.next().to_le_bytes());
+    key[8..].copy_from_slice(&rng.next().to_le_bytes());
+    let key = base64::engine::general_purpose::STANDARD.encode(key);
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        addr.port()
+    );
+    wr.write_all(req.as_bytes()).await?;
+    let mut rd = BufReader::with_capacity(256 * 1024, rd);
+    let mut line = String::new();
+    let mut status = String::new();
+    let mut accept = None;
+    let mut upgrade_ok = false;
+    for i in 0..200 {
+        line.clear();
+        if rd.read_line(&mut line).await? == 0 {
+            return err(format!("handshake: connection closed by server (status line {status:?})"));
+        }
+        let l = line.trim_end();
+        if i == 0 {
+            status = l.to_string();
+            continue;
+        }
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            let (k, v) = (k.trim(), v.trim());
+            if k.eq_ignore_ascii_case("sec-websocket-accept") {
+                accept = Some(v.to_string());
+            } else if k.eq_ignore_ascii_case("upgrade") && v.eq_ignore_ascii_case("websocket") {
+                upgrade_ok = true;
+            }
+        }
+    }
+    let code = status.split_whitespace().nth(1).unwrap_or("");
+    if code != "101" {
+        return err(format!("handshake: unexpected status {status:?}"));
+    }
+    let mut h = Sha1::new();
+    h.update(key.as_bytes());
+    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let want = base64::engine::general_purpose::STANDARD.encode(h.finalize());
+    if accept.as_deref() != Some(want.as_str()) {
+        return err(format!("handshake: bad Sec-WebSocket-Accept {accept:?}, want {want}"));
+    }
+    if !upgrade_ok {
+        return err("handshake: no 'Upgrade: websocket' header");
+    }
+    Ok((Reader { rd }, Writer { wr, rng, buf: Vec::new() }))
+}
+
+fn mask_in_place(data: &mut [u8], key: [u8; 4]) {
+    let k32 = u32::from_ne_bytes(key) as u64;
+    let k64 = k32 | (k32 << 32);
+    let mut chunks = data.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let v = u64::from_ne_bytes(c.try_into().unwrap()) ^ k64;
+        c.copy_from_slice(&v.to_ne_bytes());
+    }
+    // chunks are 8-byte aligned relative to the start, so the tail starts at key offset 0
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= key[i & 3];
+    }
+}
+
+impl Writer {
+    /// Append one masked, final frame to `out`.
+    fn encode(rng: &mut Rng, out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+        out.push(0x80 | opcode);
+        let n = payload.len();
+        if n < 126 {
+            out.push(0x80 | n as u8);
+        } else if n <= 0xFFFF {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+        let key = (rng.next() as u32).to_ne_bytes();
+        out.extend_from_slice(&key);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        mask_in_place(&mut out[start..], key);
+    }
+
+    async fn send(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        Self::encode(&mut self.rng, &mut buf, opcode, payload);
+        let r = self.wr.write_all(&buf).await;
+        self.buf = buf;
+        r
+    }
+
+    /// Send several binary messages in one write.
+    async fn send_batch(&mut self, payloads: impl Iterator<Item = Vec<u8>>) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        for p in payloads {
+            Self::encode(&mut self.rng, &mut buf, OP_BINARY, &p);
+        }
+        let r = self.wr.write_all(&buf).await;
+        self.buf = buf;
+        r
+    }
+
+    async fn close(&mut self) {
+        let _ = self.send(OP_CLOSE, &1000u16.to_be_bytes()).await;
+    }
+}
+
+impl Reader {
+    /// Read one data message into `msg`; returns its opcode.
+    async fn recv(&mut self, msg: &mut Vec<u8>) -> io::Result<u8> {
+        msg.clear();
+        let mut first_op = None;
+        loop {
+            let mut h = [0u8; 2];
+            self.rd.read_exact(&mut h).await?;
+            let fin = h[0] & 0x80 != 0;
+            if h[0] & 0x70 != 0 {
+                return err(format!("server frame with RSV bits set: {:#04x}", h[0]));
+            }
+            let op = h[0] & 0x0F;
+            let masked = h[1] & 0x80 != 0;
+            let mut len = (h[1] & 0x7F) as u64;
+            if len == 126 {
+                let mut b = [0u8; 2];
+                self.rd.read_exact(&mut b).await?;
+                len = u16::from_be_bytes(b) as u64;
+            } else if len == 127 {
+                let mut b = [0u8; 8];
+                self.rd.read_exact(&mut b).await?;
+                len = u64::from_be_bytes(b);
+            }
+            if masked {
+                return err("server sent a masked frame");
+            }
+            if len > 1 << 30 {
+                return err(format!("server frame too large: {len}"));
+            }
+            let len = len as usize;
+            match op {
+                OP_CLOSE | OP_PING | OP_PONG => {
+                    let mut body = vec![0u8; len];
+                    self.rd.read_exact(&mut body).await?;
+                    if op == OP_CLOSE {
+                        let code = if len >= 2 { u16::from_be_bytes([body[0], body[1]]) } else { 1005 };
+                        let reason = String::from_utf8_lossy(body.get(2..).unwrap_or(&[]));
+                        return err(format!("server closed the connection: {code} {reason}"));
+                    }
+                    continue; // pings/pongs are ignored
+                }
+                OP_TEXT | OP_BINARY => {
+                    if first_op.is_some() {
+                        return err("new data frame inside a fragmented message");
+                    }
+                    first_op = Some(op);
+                }
+                OP_CONT => {
+                    if first_op.is_none() {
+                        return err("continuation frame without a start");
+                    }
+                }
+                _ => return err(format!("server frame with reserved opcode {op:#x}")),
+            }
+            let start = msg.len();
+            msg.resize(start + len, 0);
+            self.rd.read_exact(&mut msg[start..]).await?;
+            if fin {
+                return Ok(first_op.unwrap());
+            }
+        }
+    }
+}
+
+async fn resolve(o: &Opts) -> io::Result<SocketAddr> {
+    let mut it = tokio::net::lookup_host((o.host.as_str(), o.port)).await?;
+    it.next().map_or_else(|| err("cannot resolve host"), Ok)
+}
+
+async fn connect_t(o: &Opts, addr: SocketAddr) -> io::Result<(Reader, Writer)> {
+    within(o.connect_timeout, "connect+handshake", connect(addr, &o.host, &o.path)).await
+}
+
+fn seq_payload(size: usize, seq: u64, fill: u8) -> Vec<u8> {
+    let mut p = vec![fill; size];
+    p[..8].copy_from_slice(&seq.to_le_bytes());
+    p
+}
+
+fn check_seq(msg: &[u8], op: u8, size: usize, want: u64) -> io::Result<()> {
+    if op != OP_BINARY {
+        return err(format!("echo #{want}: opcode {op}, expected binary"));
+    }
+    if msg.len() != size {
+        return err(format!("echo #{want}: {} bytes, expected {size}", msg.len()));
+    }
+    let got = u64::from_le_bytes(msg[..8].try_into().unwrap());
+    if got != want {
+        return err(format!("echo out of order or corrupt: got #{got}, expected #{want}"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- scenarios
+
+async fn pipelined(o: &Opts, j: &mut Json) -> io::Result<()> {
+    let addr = resolve(o).await?;
+    let (mut rd, mut wr) = connect_t(o, addr).await?;
+    let sem = Arc::new(Semaphore::new(o.inflight));
+    let stop = Arc::new(AtomicBool::new(false));
+    let size = o.size;
+    let writer = {
+        let (sem, stop) = (sem.clone(), stop.clone());
+        let max = o.inflight;
+        tokio::spawn(async move {
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let p = sem.acquire().await.map_err(|_| io::Error::other("closed"))?;
+                p.forget();
+                let mut n = 1;
+                while n < max {
+                    match sem.try_acquire() {
+                        Ok(p) => {
+                            p.forget();
+                            n += 1
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let first = seq;
+                seq += n as u64;
+                wr.send_batch((first..seq).map(|s| seq_payload(size, s, 0xA5))).await?;
+            }
+            Ok::<_, io::Error>(wr)
+        })
+    };
+    let t0 = Instant::now();
+    let warm_end = t0 + Duration::from_secs_f64(o.warmup);
+    let end = warm_end + Duration::from_secs_f64(o.duration);
+    let mut msg = Vec::new();
+    let mut want = 0u64;
+    let mut counted = 0u64;
+    let mut t_start = None;
+    let res: io::Result<()> = async {
+        loop {
+            let op = within(o.op_timeout, "waiting for echo", rd.recv(&mut msg)).await?;
+            check_seq(&msg, op, size, want)?;
+            want += 1;
+            sem.add_permits(1);
+            let now = Instant::now();
+            if now >= warm_end {
+                if t_start.is_none() {
+                    t_start = Some(now);
+                } else {
+                    counted += 1;
+                }
+            }
+            if now >= end {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    let secs = t_start.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+    stop.store(true, Ordering::Relaxed);
+    sem.close();
+    if let Ok(Ok(mut wr)) = writer.await {
+        wr.close().await;
+    }
+    j.int("inflight", o.inflight as u64)
+        .int("size", size as u64)
+        .int("msgs", counted)
+        .int("msgs_total", want)
+        .num("secs", secs)
+        .num("msgs_per_s", if secs > 0.0 { counted as f64 / secs } else { 0.0 });
+    res
+}
+
+async fn rtt(o: &Opts, j: &mut Json) -> io::Result<()> {
+    let addr = resolve(o).await?;
+    let (mut rd, mut wr) = connect_t(o, addr).await?;
+    let warm = 200.min(o.count / 10 + 1);
+    let mut lat = Vec::with_capacity(o.count);
+    let mut msg = Vec::new();
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs_f64(o.max_time * 0.8);
+    let res: io::Result<()> = async {
+        for i in 0..(warm + o.count) as u64 {
+            let p = seq_payload(o.size, i, 0x5A);
+            let t = Instant::now();
+            wr.send(OP_BINARY, &p).await?;
+            let op = within(o.op_timeout, "waiting for echo", rd.recv(&mut msg)).await?;
+            let us = t.elapsed().as_secs_f64() * 1e6;
+            check_seq(&msg, op, o.size, i)?;
+            if i >= warm as u64 {
+                lat.push(us);
+            }
+            if Instant::now() > deadline {
+                return err(format!("time budget exhausted after {} messages", lat.len()));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    wr.close().await;
+    let secs = t0.elapsed().as_secs_f64();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mean = if lat.is_empty() { f64::NAN } else { lat.iter().sum::<f64>() / lat.len() as f64 };
+    j.int("size", o.size as u64)
+        .int("msgs", lat.len() as u64)
+        .num("secs", secs)
+        .num("p50_us", percentile(&lat, 50.0))
+        .num("p90_us", percentile(&lat, 90.0))
+        .num("p99_us", percentile(&lat, 99.0))
+        .num("max_us", lat.last().copied().unwrap_or(f64::NAN))
+        .num("mean_us", mean);
+    res
+}
+
+async fn large(o: &Opts, j: &mut Json) -> io::Result<()> {
+    let addr = resolve(o).await?;
+    let (mut rd, mut wr) = connect_t(o, addr).await?;
+    let mut rng = Rng::new();
+    let mut payload = vec![0u8; o.size];
+    for c in payload.chunks_mut(8) {
+        let r = rng.next().to_le_bytes();
+        c.copy_from_slice(&r[..c.len()]);
+    }
+    let mut msg = Vec::with_capacity(o.size);
+    let t0 = Instant::now();
+    let end = t0 + Duration::from_secs_f64(o.duration);
+    let mut n = 0u64;
+    let res: io::Result<()> = async {
+        loop {
+            payload[..8].copy_from_slice(&n.to_le_bytes());
+            within(o.op_timeout, "sending", wr.send(OP_BINARY, &payload)).await?;
+            let op = within(o.op_timeout, "waiting for echo", rd.recv(&mut msg)).await?;
+            if op != OP_BINARY || msg != payload {
+                return err(format!("echo #{n}: corrupt ({} bytes, opcode {op})", msg.len()));
+            }
+            n += 1;
+            if Instant::now() >= end {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    let secs = t0.elapsed().as_secs_f64();
+    wr.close().await;
+    let mib = (n as f64) * (o.size as f64) / (1024.0 * 1024.0);
+    j.int("size", o.size as u64)
+        .int("msgs", n)
+        .num("secs", secs)
+        .num("mib_per_s", if secs > 0.0 { mib / secs } else { 0.0 })
+        .num("msgs_per_s", if secs > 0.0 { n as f64 / secs } else { 0.0 });
+    res
+}
+
+async fn conns(o: &Opts, j: &mut Json) -> io::Result<()> {
+    let addr = resolve(o).await?;
+    let t0 = Instant::now();
+    // Connect in batches (bounded concurrency), all connections held open.
+    let mut held = Vec::with_capacity(o.conns);
+    let mut connect_errors = 0u64;
+    let mut first_err = None;
+    let mut left = o.conns;
+    while left > 0 {
+        let b = left.min(o.batch);
+        left -= b;
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..b {
+            let o2 = o.clone();
+            set.spawn(async move { connect_t(&o2, addr).await });
+        }
+        while let Some(r) = set.join_next().await {
+            match r.map_err(io::Error::other).and_then(|x| x) {
+                Ok(c) => held.push(c),
+                Err(e) => {
+                    connect_errors += 1;
+                    first_err.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+    }
+    let connect_secs = t0.elapsed().as_secs_f64();
+    let opened = held.len() as u64;
+    // All echo loops start together.
+    let go = Arc::new(tokio::sync::Notify::new());
+    let mut set = tokio::task::JoinSet::new();
+    for (ci, (mut rd, mut wr)) in held.into_iter().enumerate() {
+        let (o2, go) = (o.clone(), go.clone());
+        let fut = go.notified_owned();
+        set.spawn(async move {
+            fut.await;
+            let mut msg = Vec::new();
+            let mut done = 0u64;
+            let r: io::Result<()> = async {
+                for i in 0..o2.echoes as u64 {
+                    let s = ((ci as u64) << 32) | i;
+                    wr.send(OP_BINARY, &seq_payload(o2.size, s, 0x3C)).await?;
+                    let op = within(o2.op_timeout, "waiting for echo", rd.recv(&mut msg)).await?;
+                    check_seq(&msg, op, o2.size, s)?;
+                    done += 1;
+                }
+                Ok(())
+            }
+            .await;
+            wr.close().await;
+            (done, r.err().map(|e| e.to_string()))
+        });
+    }
+    tokio::task::yield_now().await;
+    let t1 = Instant::now();
+    go.notify_waiters();
+    let mut total = 0u64;
+    let mut echo_errors = 0u64;
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok((d, e)) => {
+                total += d;
+                if let Some(e) = e {
+                    echo_errors += 1;
+                    first_err.get_or_insert(e);
+                }
+            }
+            Err(e) => {
+                echo_errors += 1;
+                first_err.get_or_insert(e.to_string());
+            }
+        }
+    }
+    let echo_secs = t1.elapsed().as_secs_f64();
+    let all_secs = t0.elapsed().as_secs_f64();
+    j.int("conns", o.conns as u64)
+        .int("echoes", o.echoes as u64)
+        .int("size", o.size as u64)
+        .int("opened", opened)
+        .int("connect_errors", connect_errors)
+        .int("echo_errors", echo_errors)
+        .int("msgs", total)
+        .num("connect_secs", connect_secs)
+        .num("secs", echo_secs)
+        .num("msgs_per_s", if echo_secs > 0.0 { total as f64 / echo_secs } else { 0.0 })
+        .num("msgs_per_s_incl_connect", if all_secs > 0.0 { total as f64 / all_secs } else { 0.0 });
+    match first_err {
+        Some(e) => err(e),
+        None => Ok(()),
+    }
+}
+
+async fn idle(o: &Opts, j: &mut Json) -> io::Result<()> {
+    let addr = resolve(o).await?;
+    let rss_before = o.server_pid.and_then(vm_rss_kib);
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs_f64(o.max_time * 0.7);
+    let mut held: Vec<(Reader, Writer)> = Vec::with_capacity(o.conns);
+    let mut failed = 0u64;
+    let mut first_err: Option<String> = None;
+    let mut stop_reason = String::new();
+    while held.len() < o.conns {
+        if Instant::now() > deadline {
+            stop_reason = "time budget exhausted".into();
+            break;
+        }
+        if let Some(pid) = o.server_pid {
+            if !pid_alive(pid) {
+                stop_reason = "server process died".into();
+                break;
+            }
+        }
+        let b = (o.conns - held.len()).min(o.batch);
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..b {
+            let o2 = o.clone();
+            set.spawn(async move { connect_t(&o2, addr).await });
+        }
+        let mut batch_ok = 0;
+        while let Some(r) = set.join_next().await {
+            match r.map_err(io::Error::other).and_then(|x| x) {
+                Ok(c) => {
+                    held.push(c);
+                    batch_ok += 1;
+                }
+                Err(e) => {
+                    failed += 1;
+                    first_err.get_or_insert_with(|| format!("connection #{}: {e}", held.len() + failed as usize));
+                }
+            }
+        }
+        if batch_ok == 0 {
+            stop_reason = "a whole batch failed".into();
+            break;
+        }
+    }
+    let connect_secs = t0.elapsed().as_secs_f64();
+    let opened = held.len() as u64;
+    // Let the server settle, then measure.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let rss_after = o.server_pid.and_then(vm_rss_kib);
+    // Are the held connections still served?  Echo on a sample (~100).
+    let step = (held.len() / 100).max(1);
+    let mut sampled = 0u64;
+    let mut alive = 0u64;
+    let mut msg = Vec::new();
+    let sample_deadline = Instant::now() + Duration::from_secs_f64((o.max_time * 0.1).max(5.0));
+    for (i, (rd, wr)) in held.iter_mut().enumerate().step_by(step) {
+        if Instant::now() > sample_deadline {
+            break;
+        }
+        sampled += 1;
+        let p = seq_payload(o.size, i as u64, 0x11);
+        let r = async {
+            wr.send(OP_BINARY, &p).await?;
+            let op = within(2.0, "idle sample echo", rd.recv(&mut msg)).await?;
+            check_seq(&msg, op, o.size, i as u64)
+        }
+        .await;
+        match r {
+            Ok(()) => alive += 1,
+            Err(e) => {
+                first_err.get_or_insert_with(|| format!("sample echo on connection #{i}: {e}"));
+            }
+        }
+    }
+    if o.hold > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(o.hold)).await;
+    }
+    let server_alive = o.server_pid.map(pid_alive);
+    // Close everything (close frame, then drop) and see what the server gives back.
+    for (_, wr) in held.iter_mut() {
+        let _ = tokio::time::timeout(Duration::from_millis(50), wr.close()).await;
+    }
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rss_after_close = o.server_pid.and_then(vm_rss_kib);
+    let per_conn = match (rss_before, rss_after) {
+        (Some(b), Some(a)) if opened > 0 => (a as f64 - b as f64) / opened as f64,
+        _ => f64::NAN,
+    };
+    j.int("conns", o.conns as u64)
+        .int("opened", opened)
+        .int("failed", failed)
+        .num("connect_secs", connect_secs)
+        .int("sampled", sampled)
+        .int("sample_alive", alive)
+        .opt_int("rss_before_kib", rss_before)
+        .opt_int("rss_after_kib", rss_after)
+        .opt_int("rss_after_close_kib", rss_after_close)
+        .num("kib_per_conn", per_conn)
+        .str("stop_reason", &stop_reason);
+    if let Some(a) = server_alive {
+        j.bool("server_alive", a);
+    }
+    if opened < o.conns as u64 || alive < sampled || server_alive == Some(false) {
+        return err(first_err.unwrap_or_else(|| {
+            if stop_reason.is_empty() {
+                "not all connections served".into()
+            } else {
+                stop_reason.clone()
+            }
+        }));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- main
+
+fn main() {
+    let o = parse_opts();
+    let nofile = raise_nofile();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let mut j = Json::new();
+    j.str("scenario", &o.scenario).str("label", &o.label);
+    let t0 = Instant::now();
+    let res = rt.block_on(async {
+        let fut = async {
+            match o.scenario.as_str() {
+                "pipelined" => pipelined(&o, &mut j).await,
+                "rtt" => rtt(&o, &mut j).await,
+                "large" => large(&o, &mut j).await,
+                "conns" => conns(&o, &mut j).await,
+                "idle" => idle(&o, &mut j).await,
+                _ => unreachable!(),
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs_f64(o.max_time), fut).await {
+            Ok(r) => r,
+            Err(_) => err(format!("scenario exceeded --max-time {}s", o.max_time)),
+        }
+    });
+    if let Some(pid) = o.server_pid {
+        j.bool("server_alive_at_end", pid_alive(pid));
+    }
+    j.num("wall_secs", t0.elapsed().as_secs_f64()).int("nofile_limit", nofile);
+    match &res {
+        Ok(()) => {
+            j.bool("ok", true);
+        }
+        Err(e) => {
+            j.bool("ok", false).str("error", &e.to_string());
+        }
+    }
+    println!("{}", j.finish());
+    // Don't wait for stray tasks.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    std::process::exit(if res.is_ok() { 0 } else { 1 });
+}

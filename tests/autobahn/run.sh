@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Autobahn|Testsuite (cases 1-10, RFC 6455 without extensions) against this
+# package in both roles:
+#   server role: examples/echo_server.tcl  <-  wstest -m fuzzingclient
+#   client role: tests/autobahn/client.tcl ->  wstest -m fuzzingserver
+# Prints a per-role summary and a last line "autobahn: N passed, M failed";
+# exits 1 if any case is FAILED or UNIMPLEMENTED (behavior or behaviorClose).
+#
+# Environment:
+#   AUTOBAHN_HOME     wstest install cache (see setup.sh)
+#   AUTOBAHN_REPORTS  where the reports go (default target/autobahn, wiped first)
+#   AUTOBAHN_CASES    space-separated case patterns (default "1.* ... 10.*")
+#   AUTOBAHN_ROLES    "server client" (default both)
+#   TCLSH             tclsh to use (default tclsh)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+reports=${AUTOBAHN_REPORTS:-$root/target/autobahn}
+cases=${AUTOBAHN_CASES:-"1.* 2.* 3.* 4.* 5.* 6.* 7.* 8.* 9.* 10.*"}
+roles=${AUTOBAHN_ROLES:-"server client"}
+tclsh=${TCLSH:-tclsh}
+agent=tcl-websocket
+start=$SECONDS
+
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in "${pids[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "run.sh: $*" >&2; }
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_port PORT PID SECONDS: until something listens on 127.0.0.1:PORT.
+wait_port() {
+    local i
+    for ((i = 0; i < $3 * 10; i++)); do
+        kill -0 "$2" 2>/dev/null || return 1
+        if python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+cases_json() {
+    python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' $cases
+}
+
+wstest=$("$here/setup.sh" | tail -n 1)
+py2=$(dirname "$wstest")/python
+wstest_cmd=("$py2" "$here/wstest_loopback.py")
+
+log "building the extension"
+(cd "$root" && cargo build --release --quiet)
+
+rm -rf "$reports"
+mkdir -p "$reports"
+log "reports in $reports"
+
+set -f   # the case patterns contain '*'
+
+if [[ " $roles " == *" server "* ]]; then
+    port=$(free_port)
+    # 9.1.6 / 9.2.6 send 16 MiB (16777216-byte) messages, the largest of
+    # cases 1-10; tcllib's default -maxlength is exactly that, and a message
+    # of exactly -maxlength bytes must pass.  Set it explicitly so the
+    # boundary is what is tested, whatever the default.
+    "$tclsh" "$root/examples/echo_server.tcl" -host 127.0.0.1 -port "$port" -quiet 1 \
+        -maxlength 16777216 >"$reports/echo_server.out" 2>"$reports/echo_server.err" &
+    server_pid=$!
+    pids+=("$server_pid")
+    if ! wait_port "$port" "$server_pid" 20; then
+        log "echo server did not start"; cat "$reports/echo_server.err" >&2; exit 1
+    fi
+    cat >"$reports/fuzzingclient.json" <<JSON
+{
+  "outdir": "$reports/server",
+  "servers": [{"agent": "$agent", "url": "ws://127.0.0.1:$port/echo"}],
+  "cases": $(cases_json),
+  "exclude-cases": [],
+  "exclude-agent-cases": {}
+}
+JSON
+    log "server role: wstest -m fuzzingclient against ws://127.0.0.1:$port/echo"
+    t0=$SECONDS
+    (cd "$reports" && timeout 900 "${wstest_cmd[@]}" -m fuzzingclient -s "$reports/fuzzingclient.json") \
+        >"$reports/fuzzingclient.log" 2>&1 || log "wstest fuzzingclient exited with $? (see $reports/fuzzingclient.log)"
+    log "server role took $((SECONDS - t0)) s"
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+fi
+
+if [[ " $roles " == *" client "* ]]; then
+    port=$(free_port)
+    cat >"$reports/fuzzingserver.json" <<JSON
+{
+  "url": "ws://127.0.0.1:$port",
+  "outdir": "$reports/client",
+  "cases": $(cases_json),
+  "exclude-cases": [],
+  "exclude-agent-cases": {}
+}
+JSON
+    (cd "$reports" && exec "${wstest_cmd[@]}" -m fuzzingserver -u 0 -s "$reports/fuzzingserver.json") \
+        >"$reports/fuzzingserver.log" 2>&1 &
+    fuzz_pid=$!
+    pids+=("$fuzz_pid")
+    if ! wait_port "$port" "$fuzz_pid" 30; then
+        log "wstest fuzzingserver did not start"; cat "$reports/fuzzingserver.log" >&2; exit 1
+    fi
+    log "client role: client.tcl against wstest -m fuzzingserver on ws://127.0.0.1:$port"
+    t0=$SECONDS
+    timeout 900 "$tclsh" "$here/client.tcl" -url "ws://127.0.0.1:$port" -agent "$agent" \
+        -timeout 60 -pkgdir "$root" 2>"$reports/client.err" ||
+        log "client.tcl exited with $? (see $reports/client.err)"
+    log "client role took $((SECONDS - t0)) s"
+    kill "$fuzz_pid" 2>/dev/null || true
+    wait "$fuzz_pid" 2>/dev/null || true
+fi
+
+set +f
+
+python3 - "$reports" "$roles" <<'PY'
+import json, os, sys
+
+reports, roles = sys.argv[1], sys.argv[2].split()
+KINDS = ["OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"]
+PASS = {"OK", "NON-STRICT", "INFORMATIONAL"}
+RANK = {k: i for i, k in enumerate(KINDS)}
+
+def case_key(cid):
+    return tuple(int(p) for p in cid.split("."))
+
+passed = failed = 0
+bad = False
+rows = []
+for role in roles:
+    path = os.path.join(reports, role, "index.json")
+    if not os.path.exists(path):
+        print("%s role: no report (%s missing)" % (role, path))
+        bad = True
+        failed += 1
+        continue
+    with open(path) as f:
+        index = json.load(f)
+    results = {}
+    for agent, agent_cases in index.items():
+        results.update(agent_cases)
+    counts = dict.fromkeys(KINDS, 0)
+    others = []
+    for cid in sorted(results, key=case_key):
+        r = results[cid]
+        b, bc = r.get("behavior", "?"), r.get("behaviorClose", "?")
+        # A case counts as its worse verdict of behavior and behaviorClose.
+        worst = max((b, bc), key=lambda k: RANK.get(k, len(KINDS)))
+        counts[worst if worst in counts else "FAILED"] += 1
+        if worst in PASS:
+            passed += 1
+        else:
+            failed += 1
+            bad = True
+        if b != "OK" or bc != "OK":
+            others.append((cid, b, bc, r.get("remoteCloseCode"), r.get("duration")))
+    rows.append((role, len(results), counts))
+    print("%s role (%d cases): %s" % (role, len(results),
+          ", ".join("%s %d" % (k, counts[k]) for k in KINDS)))
+    for cid, b, bc, code, dur in others:
+        print("  %-8s behavior=%-14s behaviorClose=%-14s remoteCloseCode=%s duration=%sms"
+              % (cid, b, bc, code, dur))
+
+print()
+print("%-8s %6s %4s %10s %13s %13s %6s" % ("role", "cases", "OK", "NON-STRICT",
+      "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"))
+for role, n, c in rows:
+    print("%-8s %6d %4d %10d %13d %13d %6d" % (role, n, c["OK"], c["NON-STRICT"],
+          c["INFORMATIONAL"], c["UNIMPLEMENTED"], c["FAILED"]))
+print("autobahn: %d passed, %d failed" % (passed, failed))
+sys.exit(1 if bad else 0)
+PY
+status=$?
+log "total time $((SECONDS - start)) s"
+exit $status
