@@ -47,7 +47,7 @@ pub fn attach_socket(
         ping_payload: Vec::new(),
     };
     let id = next_id();
-    let (handle, inbox) = engine_conn::channel(DEFAULT_MAX_MESSAGE);
+    let (handle, inbox) = engine_conn::channel(id, DEFAULT_MAX_MESSAGE);
     let mut conn = Conn {
         id,
         handler,

@@ -134,6 +134,9 @@ impl State {
 
     fn discard(&self, conn: Conn) {
         self.names.borrow_mut().remove(&conn.id);
+        if conn.state != ConnState::Closed {
+            conn.handle.send(Cmd::Close(Some((1001, String::new()))));
+        }
         if let Some(h) = conn.held {
             h.release();
         }
@@ -395,7 +398,13 @@ unsafe extern "C" fn interp_deleted(
 }
 
 unsafe extern "C" fn process_exit(_: *mut c_void) {
-    let _ = std::panic::catch_unwind(engine::runtime::shutdown);
+    let _ = std::panic::catch_unwind(|| {
+        if engine::conn::close_all() > 0 {
+            // Let the writers put the close frames on the wire.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        engine::runtime::shutdown();
+    });
 }
 
 fn raise_fd_limit() {

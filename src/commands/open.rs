@@ -118,7 +118,7 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     })?;
     let id = next_id();
     let name = format!("sockws{id}");
-    let (handle, inbox) = engine_conn::channel(DEFAULT_MAX_MESSAGE);
+    let (handle, inbox) = engine_conn::channel(id, DEFAULT_MAX_MESSAGE);
     st.register(
         &name,
         Conn {

@@ -11,10 +11,11 @@ use crate::proto::Role;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc::{self, error::TryRecvError, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{self, error::TryRecvError, UnboundedReceiver, UnboundedSender, WeakUnboundedSender};
 
 /// How long we wait for the peer's part of the closing handshake.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -44,6 +45,7 @@ pub struct Shared {
 
 /// The owner's end of a connection.
 pub struct Handle {
+    id: u64,
     tx: UnboundedSender<Cmd>,
     pub shared: Arc<Shared>,
 }
@@ -54,19 +56,49 @@ pub struct Inbox {
     shared: Arc<Shared>,
 }
 
-pub fn channel(max_message: usize) -> (Handle, Inbox) {
+/// Every connection's command sender, so `exit` can say goodbye to all.
+/// Weak, so that an owner dropping its Handle still ends the connection.
+static LIVE: Mutex<Option<HashMap<u64, WeakUnboundedSender<Cmd>>>> = Mutex::new(None);
+
+fn live() -> std::sync::MutexGuard<'static, Option<HashMap<u64, WeakUnboundedSender<Cmd>>>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts the closing handshake (1001, going away) on every connection of
+/// the process; used when the process exits. Returns how many there were.
+pub fn close_all() -> usize {
+    let mut n = 0;
+    if let Some(map) = live().as_ref() {
+        for tx in map.values().filter_map(|w| w.upgrade()) {
+            n += tx.send(Cmd::Close(Some((close::GOING_AWAY, String::new())))).is_ok() as usize;
+        }
+    }
+    n
+}
+
+pub fn channel(id: u64, max_message: usize) -> (Handle, Inbox) {
     let (tx, rx) = mpsc::unbounded_channel();
+    live().get_or_insert_with(HashMap::new).insert(id, tx.downgrade());
     let shared = Arc::new(Shared {
         queued: AtomicUsize::new(0),
         max_message: AtomicUsize::new(max_message),
     });
     (
         Handle {
+            id,
             tx,
             shared: shared.clone(),
         },
         Inbox { rx, shared },
     )
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Some(map) = live().as_mut() {
+            map.remove(&self.id);
+        }
+    }
 }
 
 impl Handle {

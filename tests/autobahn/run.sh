@@ -63,11 +63,13 @@ wstest=$("$here/setup.sh" | tail -n 1)
 py2=$(dirname "$wstest")/python
 wstest_cmd=("$py2" "$here/wstest_loopback.py")
 
-log "building the extension"
-(cd "$root" && cargo build --release --quiet)
-
 rm -rf "$reports"
 mkdir -p "$reports"
+
+log "building the extension (cargo build --release)"
+if ! (cd "$root" && cargo build --release) >"$reports/cargo.log" 2>&1; then
+    cat "$reports/cargo.log" >&2; exit 1
+fi
 log "reports in $reports"
 
 set -f   # the case patterns contain '*'
@@ -133,13 +135,15 @@ fi
 
 set +f
 
-python3 - "$reports" "$roles" <<'PY'
+status=0
+python3 - "$reports" "$roles" <<'PY' || status=$?
 import json, os, sys
 
 reports, roles = sys.argv[1], sys.argv[2].split()
 KINDS = ["OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"]
 PASS = {"OK", "NON-STRICT", "INFORMATIONAL"}
-RANK = {k: i for i, k in enumerate(KINDS)}
+# Worst last: a case is classed by the worse of behavior and behaviorClose.
+RANK = {k: i for i, k in enumerate(["OK", "INFORMATIONAL", "NON-STRICT", "UNIMPLEMENTED", "FAILED"])}
 
 def case_key(cid):
     return tuple(int(p) for p in cid.split("."))
@@ -190,6 +194,5 @@ for role, n, c in rows:
 print("autobahn: %d passed, %d failed" % (passed, failed))
 sys.exit(1 if bad else 0)
 PY
-status=$?
 log "total time $((SECONDS - start)) s"
 exit $status

@@ -46,6 +46,7 @@ struct Opts {
     hold: f64,
     server_pid: Option<u32>,
     label: String,
+    protocol: String,
 }
 
 fn usage() -> ! {
@@ -53,7 +54,7 @@ fn usage() -> ! {
         "usage: loadgen <pipelined|rtt|large|conns|idle> --port P [--host 127.0.0.1] [--path /echo]
   [--duration S] [--warmup S] [--inflight N] [--size BYTES] [--count N]
   [--conns N] [--echoes N] [--batch N] [--connect-timeout S] [--op-timeout S]
-  [--max-time S] [--hold S] [--server-pid PID] [--label TEXT]"
+  [--max-time S] [--hold S] [--server-pid PID] [--label TEXT] [--protocol NAME|'']"
     );
     std::process::exit(2)
 }
@@ -88,6 +89,10 @@ fn parse_opts() -> Opts {
         hold: 0.0,
         server_pid: None,
         label: String::new(),
+        // tcllib 1.4.2's ::websocket::test fails ("key protocols not known in
+        // dictionary") on a request without Sec-WebSocket-Protocol, so one is
+        // offered by default, to every server alike.  --protocol '' disables.
+        protocol: "bench".into(),
     };
     while let Some(k) = args.next() {
         let v = args.next().unwrap_or_else(|| usage());
@@ -111,6 +116,7 @@ fn parse_opts() -> Opts {
             "--hold" => o.hold = f(),
             "--server-pid" => o.server_pid = Some(v.parse().unwrap_or_else(|_| usage())),
             "--label" => o.label = v.clone(),
+            "--protocol" => o.protocol = v.clone(),
             _ => usage(),
         }
     }
@@ -283,7 +289,7 @@ struct Writer {
     buf: Vec<u8>,
 }
 
-async fn connect(addr: SocketAddr, host: &str, path: &str) -> io::Result<(Reader, Writer)> {
+async fn connect(addr: SocketAddr, host: &str, path: &str, protocol: &str) -> io::Result<(Reader, Writer)> {
     let sock = TcpStream::connect(addr).await?;
     sock.set_nodelay(true)?;
     let (rd, mut wr) = sock.into_split();
@@ -292,9 +298,10 @@ async fn connect(addr: SocketAddr, host: &str, path: &str) -> io::Result<(Reader
     key[..8].copy_from_slice(&rng.next().to_le_bytes());
     key[8..].copy_from_slice(&rng.next().to_le_bytes());
     let key = base64::engine::general_purpose::STANDARD.encode(key);
+    let proto_hdr = if protocol.is_empty() { String::new() } else { format!("Sec-WebSocket-Protocol: {protocol}\r\n") };
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{proto_hdr}\r\n",
         addr.port()
     );
     wr.write_all(req.as_bytes()).await?;
@@ -322,6 +329,8 @@ async fn connect(addr: SocketAddr, host: &str, path: &str) -> io::Result<(Reader
                 accept = Some(v.to_string());
             } else if k.eq_ignore_ascii_case("upgrade") && v.eq_ignore_ascii_case("websocket") {
                 upgrade_ok = true;
+            } else if k.eq_ignore_ascii_case("sec-websocket-protocol") && v != protocol {
+                return err(format!("handshake: server chose subprotocol {v:?}, offered {protocol:?}"));
             }
         }
     }
@@ -474,7 +483,7 @@ async fn resolve(o: &Opts) -> io::Result<SocketAddr> {
 }
 
 async fn connect_t(o: &Opts, addr: SocketAddr) -> io::Result<(Reader, Writer)> {
-    within(o.connect_timeout, "connect+handshake", connect(addr, &o.host, &o.path)).await
+    within(o.connect_timeout, "connect+handshake", connect(addr, &o.host, &o.path, &o.protocol)).await
 }
 
 fn seq_payload(size: usize, seq: u64, fill: u8) -> Vec<u8> {
@@ -866,7 +875,7 @@ fn main() {
     let nofile = raise_nofile();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let mut j = Json::new();
-    j.str("scenario", &o.scenario).str("label", &o.label);
+    j.str("scenario", &o.scenario).str("label", &o.label).str("protocol", &o.protocol);
     let t0 = Instant::now();
     let res = rt.block_on(async {
         let fut = async {
