@@ -98,8 +98,12 @@ if [[ " $roles " == *" server "* ]]; then
 JSON
     log "server role: wstest -m fuzzingclient against ws://127.0.0.1:$port/echo"
     t0=$SECONDS
-    (cd "$reports" && timeout 900 "${wstest_cmd[@]}" -m fuzzingclient -s "$reports/fuzzingclient.json") \
-        >"$reports/fuzzingclient.log" 2>&1 || log "wstest fuzzingclient exited with $? (see $reports/fuzzingclient.log)"
+    # In the background and waited for, so that the EXIT trap can end it.
+    (cd "$reports" && exec timeout 900 "${wstest_cmd[@]}" -m fuzzingclient -s "$reports/fuzzingclient.json") \
+        >"$reports/fuzzingclient.log" 2>&1 &
+    pids+=("$!")
+    rc=0; wait "$!" || rc=$?
+    ((rc == 0)) || log "wstest fuzzingclient exited with $rc (see $reports/fuzzingclient.log)"
     log "server role took $((SECONDS - t0)) s"
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
@@ -126,8 +130,10 @@ JSON
     log "client role: client.tcl against wstest -m fuzzingserver on ws://127.0.0.1:$port"
     t0=$SECONDS
     timeout 900 "$tclsh" "$here/client.tcl" -url "ws://127.0.0.1:$port" -agent "$agent" \
-        -timeout 60 -pkgdir "$root" 2>"$reports/client.err" ||
-        log "client.tcl exited with $? (see $reports/client.err)"
+        -timeout 60 -pkgdir "$root" 2>"$reports/client.err" &
+    pids+=("$!")
+    rc=0; wait "$!" || rc=$?
+    ((rc == 0)) || log "client.tcl exited with $rc (see $reports/client.err)"
     log "client role took $((SECONDS - t0)) s"
     kill "$fuzz_pid" 2>/dev/null || true
     wait "$fuzz_pid" 2>/dev/null || true

@@ -43,6 +43,15 @@ py3=${PYTHON3:-python3}
 command -v "$py3" >/dev/null || { echo "setup.sh: no python3 found (set PYTHON3)" >&2; exit 1; }
 
 mkdir -p "$AUTOBAHN_HOME"
+# One installer at a time per cache (parallel CI jobs on one runner).
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$AUTOBAHN_HOME/.lock"
+    flock 9
+    if [[ -f $stamp && -x $env2/bin/wstest ]]; then
+        echo "$env2/bin/wstest"
+        exit 0
+    fi
+fi
 exec 3>&1 1>&2      # all chatter to stderr; the wstest path goes to fd 3
 
 echo "setup.sh: installing Autobahn|Testsuite into $AUTOBAHN_HOME (python2: $py2)"

@@ -762,6 +762,7 @@ async fn idle(o: &Opts, j: &mut Json) -> io::Result<()> {
     let mut failed = 0u64;
     let mut first_err: Option<String> = None;
     let mut stop_reason = String::new();
+    let mut rss_last: Option<(u64, u64)> = None;
     while held.len() < o.conns {
         if Instant::now() > deadline {
             stop_reason = "time budget exhausted".into();
@@ -791,6 +792,11 @@ async fn idle(o: &Opts, j: &mut Json) -> io::Result<()> {
                     first_err.get_or_insert_with(|| format!("connection #{}: {e}", held.len() + failed as usize));
                 }
             }
+        }
+        // RSS after every batch: if the server dies later, the last sample
+        // still gives a per-connection figure for what it did hold.
+        if let Some(r) = o.server_pid.and_then(vm_rss_kib) {
+            rss_last = Some((r, held.len() as u64));
         }
         if batch_ok == 0 {
             stop_reason = "a whole batch failed".into();
@@ -838,9 +844,10 @@ async fn idle(o: &Opts, j: &mut Json) -> io::Result<()> {
     drop(held);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let rss_after_close = o.server_pid.and_then(vm_rss_kib);
-    let per_conn = match (rss_before, rss_after) {
-        (Some(b), Some(a)) if opened > 0 => (a as f64 - b as f64) / opened as f64,
-        _ => f64::NAN,
+    let (per_conn, per_conn_from) = match (rss_before, rss_after, rss_last) {
+        (Some(b), Some(a), _) if opened > 0 => ((a as f64 - b as f64) / opened as f64, "settled"),
+        (Some(b), None, Some((a, n))) if n > 0 => ((a as f64 - b as f64) / n as f64, "last_batch"),
+        _ => (f64::NAN, ""),
     };
     j.int("conns", o.conns as u64)
         .int("opened", opened)
@@ -851,7 +858,10 @@ async fn idle(o: &Opts, j: &mut Json) -> io::Result<()> {
         .opt_int("rss_before_kib", rss_before)
         .opt_int("rss_after_kib", rss_after)
         .opt_int("rss_after_close_kib", rss_after_close)
+        .opt_int("rss_last_batch_kib", rss_last.map(|x| x.0))
+        .opt_int("opened_at_last_batch", rss_last.map(|x| x.1))
         .num("kib_per_conn", per_conn)
+        .str("kib_per_conn_from", per_conn_from)
         .str("stop_reason", &stop_reason);
     if let Some(a) = server_alive {
         j.bool("server_alive", a);
