@@ -427,12 +427,12 @@ proc unhex_utf8 {h} {encoding convertfrom utf-8 [binary decode hex $h]}
 
 # py_start mode args...
 #	Starts ws_peer.py; returns its channel. Output lines are collected in
-#	::py($chan) (raw lines) as they arrive; ::py($chan,eof) is set at EOF.
+#	::__py($chan) (raw lines) as they arrive; ::__py($chan,eof) is set at EOF.
 proc py_start {args} {
     set cmd [list $::python -u [file join $::testsdir peers ws_peer.py] {*}$args]
     set chan [open |[concat $cmd [list 2>@1]] r+]
     fconfigure $chan -blocking 0 -buffering line -translation lf
-    set ::py($chan) {}
+    set ::__py($chan) {}
     fileevent $chan readable [list py_read $chan]
     lappend ::pypeers $chan
     return $chan
@@ -440,26 +440,26 @@ proc py_start {args} {
 
 proc py_read {chan} {
     while {[gets $chan line] >= 0} {
-        lappend ::py($chan) $line
+        lappend ::__py($chan) $line
     }
     if {[eof $chan]} {
         fileevent $chan readable {}
-        set ::py($chan,eof) 1
-        set ::py($chan) $::py($chan) ;# wakes whoever waits on the output
+        set ::__py($chan,eof) 1
+        set ::__py($chan) $::__py($chan) ;# wakes whoever waits on the output
     }
 }
 
 # Starts a python echo server; returns {chan port}.
 proc py_server {args} {
     set chan [py_start server {*}$args]
-    if {![wait_until {[llength $::py($chan)] > 0} ::py($chan) 10000]} {
+    if {![wait_until {[llength $::__py($chan)] > 0} ::__py($chan) 10000]} {
         py_stop $chan
         return -code error "python server did not start"
     }
-    set port [lindex $::py($chan) 0]
+    set port [lindex $::__py($chan) 0]
     if {![string is integer -strict $port]} {
         py_stop $chan
-        return -code error "python server said: $::py($chan)"
+        return -code error "python server said: $::__py($chan)"
     }
     return [list $chan $port]
 }
@@ -478,7 +478,7 @@ proc json_flat {line} {
 # JSON events (dicts) the peer printed, optionally only those of one kind.
 proc py_events {chan {kind *}} {
     set r {}
-    foreach l $::py($chan) {
+    foreach l $::__py($chan) {
         if {[string index $l 0] ne "\{"} continue
         set d [json_flat $l]
         if {[dict exists $d event] && [string match $kind [dict get $d event]]} {
@@ -490,8 +490,8 @@ proc py_events {chan {kind *}} {
 
 # Waits until the peer printed an event of kind (n-th one); returns it.
 proc py_wait {chan kind {timeout 10000} {n 1}} {
-    if {![wait_until {[llength [py_events $chan $kind]] >= $n} ::py($chan) $timeout]} {
-        return -code error "timeout waiting for python event $kind; peer said: [string range [join $::py($chan) |] 0 600]"
+    if {![wait_until {[llength [py_events $chan $kind]] >= $n} ::__py($chan) $timeout]} {
+        return -code error "timeout waiting for python event $kind; peer said: [string range [join $::__py($chan) |] 0 600]"
     }
     lindex [py_events $chan $kind] [expr {$n - 1}]
 }
@@ -501,16 +501,16 @@ proc py_stop {chan} {
     if {[lsearch -exact $::pypeers $chan] < 0} return
     set ::pypeers [lsearch -all -inline -not -exact $::pypeers $chan]
     catch {chan close $chan write}
-    if {![info exists ::py($chan,eof)]} {
-        wait_until {[info exists ::py($chan,eof)]} ::py($chan,eof) 5000
+    if {![info exists ::__py($chan,eof)]} {
+        wait_until {[info exists ::__py($chan,eof)]} ::__py($chan,eof) 5000
     }
-    if {![info exists ::py($chan,eof)]} {
+    if {![info exists ::__py($chan,eof)]} {
         foreach p [pid $chan] {catch {exec kill -9 $p}}
-        wait_until {[info exists ::py($chan,eof)]} ::py($chan,eof) 2000
+        wait_until {[info exists ::__py($chan,eof)]} ::__py($chan,eof) 2000
     }
     fconfigure $chan -blocking 1
     catch {close $chan}
-    array unset ::py $chan*
+    array unset ::__py $chan*
 }
 
 # ---------------------------------------------------------------------------

@@ -1,15 +1,11 @@
 //! Commands on an existing WebSocket: `takeover`, `close`, `conninfo`,
 //! `find`, `configure`, and the package-wide `loglevel`.
 
-use super::{
-    glob_match, log, log::Level, next_id, wrong_args, Conn, ConnState, State, DEFAULT_MAX_MESSAGE,
-    DEFAULT_SERVER_KEEPALIVE,
-};
+use super::{glob_match, log, log::Level, next_id, wrong_args, Conn, ConnState, State, DEFAULT_MAX_MESSAGE};
 use crate::engine::bridge as bridge_engine;
 use crate::engine::client;
 use crate::engine::conn::{self as engine_conn, Cmd, Options};
 use crate::proto::close;
-use crate::proto::writer::OutgoingState;
 use crate::proto::Role;
 use crate::tcl::{bridge, channel};
 use crate::tcl::{CmdResult, Interp, Obj, ObjRef, TclError};
@@ -36,31 +32,13 @@ pub fn attach_socket(
     preamble: Vec<u8>,
     info: Obj,
 ) -> Result<(), TclError> {
-    let keepalive = if server {
-        DEFAULT_SERVER_KEEPALIVE
-    } else {
-        0.0
-    };
-    let opts = Options {
-        role: if server { Role::Server } else { Role::Client },
-        keepalive: State::keepalive_of(keepalive),
-        ping_payload: Vec::new(),
-    };
     let id = next_id();
     let (handle, inbox) = engine_conn::channel(id, DEFAULT_MAX_MESSAGE);
-    let mut conn = Conn {
-        id,
-        handler,
-        server,
-        state: ConnState::Connected,
-        peer: None,
-        local: None,
-        keepalive,
-        ping: Vec::new(),
-        max_message: DEFAULT_MAX_MESSAGE,
-        outgoing: OutgoingState::new(),
-        handle,
-        held: None,
+    let mut conn = Conn::new(id, handler, server, ConnState::Connected, handle);
+    let opts = Options {
+        role: if server { Role::Server } else { Role::Client },
+        keepalive: State::keepalive_of(conn.keepalive),
+        ping_payload: Vec::new(),
     };
     let (_, kind) = channel::lookup(interp, sock)?;
     match kind {
@@ -393,13 +371,17 @@ pub fn configure(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
                 State::keepalive_of(c.keepalive),
                 c.ping.clone(),
             ));
-        } else if bare.starts_with('m') {
+        } else if bare.starts_with("maxq") {
             let n = v.get_wide(interp.as_ptr()).ok_or(TclError::InInterp)?;
             if n <= 0 {
-                return Err(TclError::ws(
-                    "-maxlength must be a positive number of bytes",
-                    &[],
-                ));
+                return Err(TclError::ws("-maxqueue must be a positive number of bytes", &[]));
+            }
+            c.max_queue = n as usize;
+        } else if bare.starts_with('m') {
+            // -m, -max and -maxl... stay -maxlength, the first one there was.
+            let n = v.get_wide(interp.as_ptr()).ok_or(TclError::InInterp)?;
+            if n <= 0 {
+                return Err(TclError::ws("-maxlength must be a positive number of bytes", &[]));
             }
             c.max_message = n as usize;
             c.handle.set_max_message(n as usize);

@@ -28,6 +28,9 @@ use std::time::Duration;
 pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Seconds of silence before a server connection pings (tcllib's default).
 pub const DEFAULT_SERVER_KEEPALIVE: f64 = 30.0;
+/// Bytes `send` may leave queued for a peer that does not read, before it
+/// refuses more (`configure -maxqueue`).
+pub const DEFAULT_MAX_QUEUE: usize = 64 * 1024 * 1024;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -64,9 +67,31 @@ pub struct Conn {
     pub keepalive: f64,
     pub ping: Vec<u8>,
     pub max_message: usize,
+    pub max_queue: usize,
     pub outgoing: OutgoingState,
     pub handle: Handle,
     pub held: Option<HeldChannel>,
+}
+
+impl Conn {
+    /// A connection with tcllib's defaults for its side.
+    pub fn new(id: u64, handler: Obj, server: bool, state: ConnState, handle: Handle) -> Conn {
+        Conn {
+            id,
+            handler,
+            server,
+            state,
+            peer: None,
+            local: None,
+            keepalive: if server { DEFAULT_SERVER_KEEPALIVE } else { 0.0 },
+            ping: Vec::new(),
+            max_message: DEFAULT_MAX_MESSAGE,
+            max_queue: DEFAULT_MAX_QUEUE,
+            outgoing: OutgoingState::new(),
+            handle,
+            held: None,
+        }
+    }
 }
 
 /// A handler registered with `live`.

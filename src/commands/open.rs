@@ -4,11 +4,14 @@ use super::{log, log::Level, next_id, wrong_args, Conn, ConnState, State, DEFAUL
 use crate::engine::client::{self, Request};
 use crate::engine::conn::{self as engine_conn, Options};
 use crate::engine::tls::TlsSettings;
-use crate::proto::writer::OutgoingState;
 use crate::proto::Role;
 use crate::tcl::{CmdResult, Interp, Obj, ObjRef, TclError};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// Without -timeout, connecting (TCP, TLS and the handshake) still ends:
+/// a server that never answers must not leave the socket CONNECTING forever.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// tcllib's accepted option prefixes (http::geturl's options), plus -tls.
 const ALLOWED: &[&str] = &[
@@ -119,28 +122,12 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let id = next_id();
     let name = format!("sockws{id}");
     let (handle, inbox) = engine_conn::channel(id, DEFAULT_MAX_MESSAGE);
-    st.register(
-        &name,
-        Conn {
-            id,
-            handler,
-            server: false,
-            state: ConnState::Connecting,
-            peer: None,
-            local: None,
-            keepalive: 0.0,
-            ping: Vec::new(),
-            max_message: DEFAULT_MAX_MESSAGE,
-            outgoing: OutgoingState::new(),
-            handle,
-            held: None,
-        },
-    );
+    st.register(&name, Conn::new(id, handler, false, ConnState::Connecting, handle));
     let request = Request {
         target,
         protocols,
         headers,
-        timeout,
+        timeout: Some(timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)),
         myaddr,
         tls,
     };

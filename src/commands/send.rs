@@ -79,6 +79,16 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         .outgoing
         .frame_opcode(opcode, fin, payload.len())
         .map_err(|e| TclError::ws(e.to_string(), &[]))?;
+    let queued = conn.handle.queued();
+    if queued > 0 && queued + payload.len() > conn.max_queue {
+        return Err(TclError::ws(
+            format!(
+                "Cannot send on {sock}: {queued} bytes are still queued for a peer that does not read (-maxqueue {})",
+                conn.max_queue
+            ),
+            &["QUEUE"],
+        ));
+    }
     let mask = (!conn.server).then(|| st.keys.borrow_mut().next_key());
     let mut out = Vec::with_capacity(payload.len() + frame::MAX_HEADER_LEN);
     frame::encode_frame(&mut out, fin, wire_opcode, mask, payload);
