@@ -23,9 +23,12 @@ array set opt $argv
 
 proc log {msg} { if {!$::opt(-quiet)} { puts stderr $msg } }
 
+# A request head must arrive within 10 s and 16 KiB: a stalled or endless
+# one cannot hold a socket (or memory) forever.
 proc accept {sock addr port} {
     fconfigure $sock -translation crlf -blocking 0 -buffering full
     set ::head($sock) {}
+    set ::deadline($sock) [after 10000 [list finish $sock 408 "Request Timeout"]]
     fileevent $sock readable [list read_head $sock]
 }
 
@@ -38,6 +41,8 @@ proc read_head {sock} {
         }
         set lines $::head($sock)
         unset ::head($sock)
+        after cancel $::deadline($sock)
+        unset ::deadline($sock)
         fileevent $sock readable {}
         set target [lindex [split [lindex $lines 0] " "] 1]
         set path [lindex [split $target ?] 0]
@@ -64,16 +69,28 @@ proc read_head {sock} {
         }
         return
     }
-    if {[eof $sock]} { catch {close $sock}; unset -nocomplain ::head($sock) }
+    if {[eof $sock]} {
+        catch {close $sock}
+        unset -nocomplain ::head($sock)
+        after cancel $::deadline($sock)
+        unset -nocomplain ::deadline($sock)
+    } elseif {[chan pending input $sock] > 16384} {
+        finish $sock 431 "Request Header Fields Too Large"
+    }
 }
 
 proc finish {sock code text} {
     catch {
+        fileevent $sock readable {}
         fconfigure $sock -translation binary
         puts -nonewline $sock "HTTP/1.1 $code $text\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         close $sock
     }
     unset -nocomplain ::head($sock)
+    if {[info exists ::deadline($sock)]} {
+        after cancel $::deadline($sock)
+        unset ::deadline($sock)
+    }
 }
 
 proc echo {sock type msg} {
