@@ -1,7 +1,9 @@
 //! Commands on an existing WebSocket: `takeover`, `close`, `conninfo`,
 //! `find`, `configure`, and the package-wide `loglevel`.
 
-use super::{glob_match, log, log::Level, next_id, wrong_args, Conn, ConnState, State, DEFAULT_MAX_MESSAGE};
+use super::{
+    glob_match, log, log::Level, next_id, wrong_args, Conn, ConnState, State, DEFAULT_MAX_MESSAGE,
+};
 use crate::engine::bridge as bridge_engine;
 use crate::engine::client;
 use crate::engine::conn::{self as engine_conn, Cmd, Options};
@@ -374,14 +376,20 @@ pub fn configure(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         } else if bare.starts_with("maxq") {
             let n = v.get_wide(interp.as_ptr()).ok_or(TclError::InInterp)?;
             if n <= 0 {
-                return Err(TclError::ws("-maxqueue must be a positive number of bytes", &[]));
+                return Err(TclError::ws(
+                    "-maxqueue must be a positive number of bytes",
+                    &[],
+                ));
             }
             c.max_queue = n as usize;
         } else if bare.starts_with('m') {
             // -m, -max and -maxl... stay -maxlength, the first one there was.
             let n = v.get_wide(interp.as_ptr()).ok_or(TclError::InInterp)?;
             if n <= 0 {
-                return Err(TclError::ws("-maxlength must be a positive number of bytes", &[]));
+                return Err(TclError::ws(
+                    "-maxlength must be a positive number of bytes",
+                    &[],
+                ));
             }
             c.max_message = n as usize;
             c.handle.set_max_message(n as usize);

@@ -83,7 +83,11 @@ impl Conn {
             state,
             peer: None,
             local: None,
-            keepalive: if server { DEFAULT_SERVER_KEEPALIVE } else { 0.0 },
+            keepalive: if server {
+                DEFAULT_SERVER_KEEPALIVE
+            } else {
+                0.0
+            },
             ping: Vec::new(),
             max_message: DEFAULT_MAX_MESSAGE,
             max_queue: DEFAULT_MAX_QUEUE,

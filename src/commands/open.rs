@@ -122,7 +122,10 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let id = next_id();
     let name = format!("sockws{id}");
     let (handle, inbox) = engine_conn::channel(id, DEFAULT_MAX_MESSAGE);
-    st.register(&name, Conn::new(id, handler, false, ConnState::Connecting, handle));
+    st.register(
+        &name,
+        Conn::new(id, handler, false, ConnState::Connecting, handle),
+    );
     let request = Request {
         target,
         protocols,

@@ -94,8 +94,13 @@ pub struct Request {
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
+enum Transport {
+    Tcp(TcpStream),
+    Tls(Box<dyn Stream>),
+}
+
 struct Established {
-    stream: Box<dyn Stream>,
+    stream: Transport,
     leftover: Vec<u8>,
     protocol: String,
     peer: Option<SocketAddr>,
@@ -236,7 +241,7 @@ async fn establish(req: &Request) -> Result<Established, String> {
             .map_err(|e| format!("TLS handshake with {} failed: {e}", req.target.url))?;
         let (s, leftover, protocol) = handshake_on(tls, req).await?;
         Ok(Established {
-            stream: Box::new(s),
+            stream: Transport::Tls(Box::new(s)),
             leftover,
             protocol,
             peer,
@@ -245,7 +250,7 @@ async fn establish(req: &Request) -> Result<Established, String> {
     } else {
         let (s, leftover, protocol) = handshake_on(tcp, req).await?;
         Ok(Established {
-            stream: Box::new(s),
+            stream: Transport::Tcp(s),
             leftover,
             protocol,
             peer,
@@ -277,7 +282,14 @@ pub fn spawn(req: Request, opts: Options, id: u64, sink: Arc<dyn Sink>, inbox: I
                         local: e.local,
                     },
                 );
-                conn::run(e.stream, e.leftover, Vec::new(), opts, id, sink, inbox).await;
+                match e.stream {
+                    Transport::Tcp(s) => {
+                        conn::run_tcp(s, e.leftover, Vec::new(), opts, id, sink, inbox).await
+                    }
+                    Transport::Tls(s) => {
+                        conn::run_stream(s, e.leftover, Vec::new(), opts, id, sink, inbox).await
+                    }
+                }
             }
         }
     });
@@ -293,7 +305,9 @@ pub fn spawn_bridged(
     sink: Arc<dyn Sink>,
     inbox: Inbox,
 ) {
-    super::runtime::handle().spawn(conn::run(stream, buffered, preamble, opts, id, sink, inbox));
+    super::runtime::handle().spawn(conn::run_stream(
+        stream, buffered, preamble, opts, id, sink, inbox,
+    ));
 }
 
 /// Runs a connection on a socket taken over from Tcl.
@@ -312,10 +326,7 @@ pub fn spawn_taken(
             .set_nonblocking(true)
             .and_then(|_| TcpStream::from_std(std_stream));
         match stream {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                conn::run(s, buffered, preamble, opts, id, sink, inbox).await;
-            }
+            Ok(s) => conn::run_tcp(s, buffered, preamble, opts, id, sink, inbox).await,
             Err(e) => sink.emit(
                 id,
                 Event::Closed {

@@ -1,6 +1,12 @@
 //! One WebSocket connection once the opening handshake is done: a reader
 //! and a writer driven together by one task, the keepalive timer and the
 //! closing handshake (RFC 6455 §5.5.1, §7).
+//!
+//! Plain TCP connections also take writes straight from the owner's thread:
+//! when the writer has nothing queued, `Handle::send_data` writes to the
+//! socket itself, so an echo does not wait for a wake-up of the engine.
+//! The `Direct` lock keeps the byte stream whole: whoever writes while the
+//! writer is busy queues behind it.
 
 use super::{Event, Sink};
 use crate::proto::close::{self, CloseFrame};
@@ -8,20 +14,29 @@ use crate::proto::frame;
 use crate::proto::mask::MaskKeys;
 use crate::proto::reader::{Message, MessageReader};
 use crate::proto::Role;
-use std::collections::VecDeque;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc::{self, error::TryRecvError, UnboundedReceiver, UnboundedSender, WeakUnboundedSender};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::{
+    self, error::TryRecvError, UnboundedReceiver, UnboundedSender, WeakUnboundedSender,
+};
 
 /// How long we wait for the peer's part of the closing handshake.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the close frame we owe the peer waits for the script to finish
+/// handling what arrived before it (its echo must go out first).
+const CLOSE_REPLY_DELAY: Duration = Duration::from_secs(1);
 /// Bytes gathered into one vectored write.
 const WRITE_BATCH: usize = 256 * 1024;
-const READ_BUF: usize = 64 * 1024;
+/// Read size; the buffer is per thread, not per connection.
+const READ_CHUNK: usize = 64 * 1024;
+/// Read buffer of a connection over a stream transport (TLS, Tcl channel).
+const STREAM_READ_BUF: usize = 16 * 1024;
 
 /// Orders from the owner (the Tcl thread) to a connection.
 #[derive(Debug)]
@@ -34,20 +49,44 @@ pub enum Cmd {
     Keepalive(Option<Duration>, Vec<u8>),
 }
 
+/// Who may write to a TCP socket right now.
+#[derive(Debug, Default)]
+struct Direct {
+    /// The socket, while the connection runs over plain TCP.
+    stream: Option<Arc<TcpStream>>,
+    /// The writer has bytes to put out first: the owner must queue.
+    pending: bool,
+    /// A close frame went out: nothing may follow it.
+    closed: bool,
+}
+
 /// State both the owner and the connection task read.
 #[derive(Debug)]
 pub struct Shared {
     /// Bytes handed to the writer and not yet written.
-    pub queued: AtomicUsize,
+    queued: AtomicUsize,
     /// Largest message the reader accepts.
-    pub max_message: AtomicUsize,
+    max_message: AtomicUsize,
+    /// Time of the last traffic (ms on `clock()`), for keepalive.
+    activity: AtomicU64,
+    direct: Mutex<Direct>,
+}
+
+impl Shared {
+    fn direct(&self) -> MutexGuard<'_, Direct> {
+        self.direct.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn touch(&self) {
+        self.activity.store(clock(), Ordering::Relaxed);
+    }
 }
 
 /// The owner's end of a connection.
 pub struct Handle {
     id: u64,
     tx: UnboundedSender<Cmd>,
-    pub shared: Arc<Shared>,
+    shared: Arc<Shared>,
 }
 
 /// The task's end, until the connection runs.
@@ -56,11 +95,11 @@ pub struct Inbox {
     shared: Arc<Shared>,
 }
 
-/// Every connection's command sender, so `exit` can say goodbye to all.
 /// Weak, so that an owner dropping its Handle still ends the connection.
-static LIVE: Mutex<Option<HashMap<u64, WeakUnboundedSender<Cmd>>>> = Mutex::new(None);
+type LiveMap = HashMap<u64, WeakUnboundedSender<Cmd>>;
+static LIVE: Mutex<Option<LiveMap>> = Mutex::new(None);
 
-fn live() -> std::sync::MutexGuard<'static, Option<HashMap<u64, WeakUnboundedSender<Cmd>>>> {
+fn live() -> MutexGuard<'static, Option<LiveMap>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -70,7 +109,9 @@ pub fn close_all() -> usize {
     let mut n = 0;
     if let Some(map) = live().as_ref() {
         for tx in map.values().filter_map(|w| w.upgrade()) {
-            n += tx.send(Cmd::Close(Some((close::GOING_AWAY, String::new())))).is_ok() as usize;
+            n += tx
+                .send(Cmd::Close(Some((close::GOING_AWAY, String::new()))))
+                .is_ok() as usize;
         }
     }
     n
@@ -78,10 +119,14 @@ pub fn close_all() -> usize {
 
 pub fn channel(id: u64, max_message: usize) -> (Handle, Inbox) {
     let (tx, rx) = mpsc::unbounded_channel();
-    live().get_or_insert_with(HashMap::new).insert(id, tx.downgrade());
+    live()
+        .get_or_insert_with(HashMap::new)
+        .insert(id, tx.downgrade());
     let shared = Arc::new(Shared {
         queued: AtomicUsize::new(0),
         max_message: AtomicUsize::new(max_message),
+        activity: AtomicU64::new(clock()),
+        direct: Mutex::new(Direct::default()),
     });
     (
         Handle {
@@ -102,8 +147,30 @@ impl Drop for Handle {
 }
 
 impl Handle {
-    /// Queues encoded frames. False if the connection is gone.
-    pub fn send_data(&self, bytes: Vec<u8>) -> bool {
+    /// Sends encoded frames: written at once when the socket takes them and
+    /// nothing is queued before them, queued for the writer otherwise.
+    /// False if the connection is closing or gone.
+    pub fn send_data(&self, mut bytes: Vec<u8>) -> bool {
+        let mut d = self.shared.direct();
+        if d.closed {
+            return false;
+        }
+        if !d.pending {
+            if let Some(stream) = &d.stream {
+                match stream.try_write(&bytes) {
+                    Ok(n) if n == bytes.len() => {
+                        self.shared.touch();
+                        return true;
+                    }
+                    Ok(n) => {
+                        bytes.drain(..n);
+                    }
+                    // The writer meets any real error itself.
+                    Err(_) => {}
+                }
+                d.pending = true;
+            }
+        }
         let n = bytes.len();
         self.shared.queued.fetch_add(n, Ordering::Relaxed);
         if self.tx.send(Cmd::Data(bytes)).is_err() {
@@ -150,10 +217,32 @@ enum FromReader {
     Ended,
 }
 
-/// Runs a connection to its end. `buffered` holds bytes already read from
-/// the peer; `preamble` is written before anything else (a 101 response).
-#[allow(clippy::too_many_arguments)]
-pub async fn run<S>(
+/// Runs a connection over plain TCP (taken from Tcl or opened by `open`).
+pub async fn run_tcp(
+    stream: TcpStream,
+    buffered: Vec<u8>,
+    preamble: Vec<u8>,
+    opts: Options,
+    id: u64,
+    sink: Arc<dyn Sink>,
+    inbox: Inbox,
+) {
+    let _ = stream.set_nodelay(true);
+    let stream = Arc::new(stream);
+    {
+        let mut d = inbox.shared.direct();
+        d.stream = Some(stream.clone());
+        // Until the writer releases it: the preamble (a 101 answer) and
+        // anything the owner queued before now must leave first.
+        d.pending = true;
+    }
+    let input = Input::Tcp(stream.clone());
+    let output = Output::<WriteHalf<TcpStream>>::Tcp(stream);
+    drive(input, output, buffered, preamble, opts, id, sink, inbox).await;
+}
+
+/// Runs a connection over any byte stream (TLS, a Tcl channel).
+pub async fn run_stream<S>(
     stream: S,
     buffered: Vec<u8>,
     preamble: Vec<u8>,
@@ -165,24 +254,50 @@ pub async fn run<S>(
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (r, w) = tokio::io::split(stream);
-    let activity = Arc::new(AtomicU64::new(clock()));
-    let (to_writer, from_reader) = mpsc::unbounded_channel();
-    let reader = read_loop(
-        r,
+    let input = Input::Stream(r, vec![0u8; STREAM_READ_BUF]);
+    drive(
+        input,
+        Output::Stream(w),
         buffered,
-        opts.role,
+        preamble,
+        opts,
         id,
-        sink.clone(),
+        sink,
+        inbox,
+    )
+    .await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive<S>(
+    input: Input<S>,
+    output: Output<WriteHalf<S>>,
+    buffered: Vec<u8>,
+    preamble: Vec<u8>,
+    opts: Options,
+    id: u64,
+    sink: Arc<dyn Sink>,
+    inbox: Inbox,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (to_writer, from_reader) = mpsc::unbounded_channel();
+    let shared = inbox.shared.clone();
+    shared.touch();
+    let reader = Reader {
+        reader: MessageReader::new(opts.role, shared.max_message.load(Ordering::Relaxed)),
+        id,
+        sink: sink.clone(),
         to_writer,
-        inbox.shared.clone(),
-        activity.clone(),
-    );
+        shared: shared.clone(),
+        closing: false,
+    }
+    .run(input, buffered);
     let writer = Writer {
-        w,
+        out: output,
         role: opts.role,
-        keys: MaskKeys::new(),
-        shared: inbox.shared.clone(),
-        activity,
+        keys: None,
+        shared: shared.clone(),
         keepalive: opts.keepalive,
         ping: opts.ping_payload,
         close_sent: false,
@@ -197,111 +312,170 @@ pub async fn run<S>(
             _ = &mut writer => break,
         }
     }
+    let mut d = shared.direct();
+    d.closed = true;
+    d.stream = None;
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn read_loop<R: AsyncRead + Unpin>(
-    mut r: R,
-    buffered: Vec<u8>,
-    role: Role,
+enum Input<S> {
+    Tcp(Arc<TcpStream>),
+    Stream(ReadHalf<S>, Vec<u8>),
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; READ_CHUNK]);
+}
+
+/// What the reader does after a chunk of input.
+enum Flow {
+    More,
+    Stop,
+}
+
+struct Reader {
+    reader: MessageReader,
     id: u64,
     sink: Arc<dyn Sink>,
     to_writer: UnboundedSender<FromReader>,
     shared: Arc<Shared>,
-    activity: Arc<AtomicU64>,
-) {
-    let mut reader = MessageReader::new(role, shared.max_message.load(Ordering::Relaxed));
-    let mut buf = buffered;
-    let mut len = buf.len();
-    buf.resize(len.max(READ_BUF), 0);
-    let mut closing = false;
-    loop {
-        let limit = shared.max_message.load(Ordering::Relaxed);
-        if limit != reader.max_message_size() {
-            reader.set_max_message_size(limit);
+    /// The peer's close frame arrived: discard input until EOF.
+    closing: bool,
+}
+
+impl Reader {
+    async fn run<S: AsyncRead + Unpin>(mut self, mut input: Input<S>, buffered: Vec<u8>) {
+        let mut first = buffered;
+        if !first.is_empty() {
+            if let Flow::Stop = self.process(&mut first) {
+                return;
+            }
         }
-        let mut pos = 0;
-        while !closing {
-            match reader.read(&mut buf[pos..len]) {
-                Ok((n, msg)) => {
-                    pos += n;
-                    match msg {
-                        Some(Message::Close(frame)) => {
-                            let (code, reason) = match &frame {
-                                Some(CloseFrame { code, reason }) => (*code, reason.clone()),
-                                None => (close::NO_STATUS, String::new()),
-                            };
-                            sink.emit(id, Event::Closed { code, reason });
-                            let reply = match frame {
-                                Some(f) => close::build_close_payload(f.code, ""),
-                                None => Vec::new(),
-                            };
-                            let _ = to_writer.send(FromReader::PeerClose(reply));
-                            // Keep reading until EOF so the peer's FIN is seen.
-                            closing = true;
+        drop(first);
+        loop {
+            let got = match &mut input {
+                Input::Tcp(stream) => {
+                    if stream.readable().await.is_err() {
+                        None
+                    } else {
+                        let r = SCRATCH.with(|b| {
+                            let mut buf = b.borrow_mut();
+                            match stream.try_read(&mut buf) {
+                                Ok(0) => Some(None),
+                                Ok(n) => Some(Some(self.process(&mut buf[..n]))),
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                                Err(_) => Some(None),
+                            }
+                        });
+                        match r {
+                            None => continue,
+                            Some(flow) => flow,
                         }
-                        Some(Message::Ping(p)) => {
-                            let _ = to_writer.send(FromReader::Pong(p.clone()));
-                            sink.emit(id, Event::Message(Message::Ping(p)));
-                        }
-                        Some(m) => sink.emit(id, Event::Message(m)),
-                        None if n == 0 => break,
-                        None => {}
                     }
                 }
-                Err(v) => {
-                    let reason = close::default_reason(v.code)
-                        .unwrap_or(v.reason)
-                        .to_string();
-                    sink.emit(
-                        id,
-                        Event::Closed {
-                            code: v.code,
-                            reason,
-                        },
-                    );
-                    let _ = to_writer.send(FromReader::Fail(v.code, v.reason));
-                    let _ = to_writer.send(FromReader::Ended);
+                Input::Stream(r, buf) => match r.read(buf).await {
+                    Ok(0) | Err(_) => None,
+                    Ok(n) => Some(self.process(&mut buf[..n])),
+                },
+            };
+            match got {
+                Some(Flow::More) => {}
+                Some(Flow::Stop) => return,
+                None => {
+                    self.end_of_input();
                     return;
                 }
             }
         }
-        if closing {
-            len = 0;
-        } else {
-            buf.copy_within(pos..len, 0);
-            len -= pos;
+    }
+
+    fn end_of_input(&self) {
+        if !self.closing {
+            self.sink.emit(
+                self.id,
+                Event::Closed {
+                    code: close::ABNORMAL,
+                    reason: close::default_reason(close::ABNORMAL)
+                        .unwrap_or("")
+                        .to_string(),
+                },
+            );
         }
-        match r.read(&mut buf[len..]).await {
-            Ok(0) | Err(_) => {
-                if !closing {
-                    sink.emit(
-                        id,
+        let _ = self.to_writer.send(FromReader::Ended);
+    }
+
+    /// Parses one chunk of input and reports what it completes.
+    fn process(&mut self, data: &mut [u8]) -> Flow {
+        self.shared.touch();
+        if self.closing {
+            return Flow::More;
+        }
+        let limit = self.shared.max_message.load(Ordering::Relaxed);
+        if limit != self.reader.max_message_size() {
+            self.reader.set_max_message_size(limit);
+        }
+        let mut pos = 0;
+        loop {
+            match self.reader.read(&mut data[pos..]) {
+                Ok((n, msg)) => {
+                    pos += n;
+                    match msg {
+                        Some(Message::Close(frame)) => {
+                            self.peer_closed(frame);
+                            return Flow::More;
+                        }
+                        Some(Message::Ping(p)) => {
+                            let _ = self.to_writer.send(FromReader::Pong(p.clone()));
+                            self.sink.emit(self.id, Event::Message(Message::Ping(p)));
+                        }
+                        Some(m) => self.sink.emit(self.id, Event::Message(m)),
+                        None if n == 0 || pos == data.len() => return Flow::More,
+                        None => {}
+                    }
+                }
+                Err(v) => {
+                    let reason = close::default_reason(v.code).unwrap_or(v.reason);
+                    self.sink.emit(
+                        self.id,
                         Event::Closed {
-                            code: close::ABNORMAL,
-                            reason: close::default_reason(close::ABNORMAL)
-                                .unwrap_or("")
-                                .to_string(),
+                            code: v.code,
+                            reason: reason.to_string(),
                         },
                     );
+                    let _ = self.to_writer.send(FromReader::Fail(v.code, v.reason));
+                    let _ = self.to_writer.send(FromReader::Ended);
+                    return Flow::Stop;
                 }
-                let _ = to_writer.send(FromReader::Ended);
-                return;
-            }
-            Ok(n) => {
-                len += n;
-                activity.store(clock(), Ordering::Relaxed);
             }
         }
     }
+
+    fn peer_closed(&mut self, frame: Option<CloseFrame>) {
+        let (code, reason) = match &frame {
+            Some(CloseFrame { code, reason }) => (*code, reason.clone()),
+            None => (close::NO_STATUS, String::new()),
+        };
+        self.sink.emit(self.id, Event::Closed { code, reason });
+        let reply = match frame {
+            Some(f) => close::build_close_payload(f.code, ""),
+            None => Vec::new(),
+        };
+        let _ = self.to_writer.send(FromReader::PeerClose(reply));
+        // Keep reading until EOF so the peer's FIN is seen.
+        self.closing = true;
+    }
+}
+
+enum Output<W> {
+    Tcp(Arc<TcpStream>),
+    Stream(W),
 }
 
 struct Writer<W> {
-    w: W,
+    out: Output<W>,
     role: Role,
-    keys: MaskKeys,
+    /// Mask keys, made on first use (clients only).
+    keys: Option<MaskKeys>,
     shared: Arc<Shared>,
-    activity: Arc<AtomicU64>,
     keepalive: Option<Duration>,
     ping: Vec<u8>,
     close_sent: bool,
@@ -309,10 +483,31 @@ struct Writer<W> {
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
     fn frame(&mut self, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = (self.role == Role::Client).then(|| self.keys.next_key());
+        let mask = match self.role {
+            Role::Client => Some(self.keys.get_or_insert_with(MaskKeys::new).next_key()),
+            Role::Server => None,
+        };
         let mut out = Vec::with_capacity(payload.len() + frame::MAX_HEADER_LEN);
         frame::encode_frame(&mut out, true, opcode, mask, payload);
         out
+    }
+
+    /// Takes the socket from the owner's direct writes before we write.
+    fn claim(&self) {
+        self.shared.direct().pending = true;
+    }
+
+    /// Hands the socket back to the owner's direct writes, unless a command
+    /// arrived meanwhile (which is then returned, to be handled first).
+    fn release(&self, rx: &mut UnboundedReceiver<Cmd>) -> Option<Cmd> {
+        let mut d = self.shared.direct();
+        match rx.try_recv() {
+            Ok(cmd) => Some(cmd),
+            Err(_) => {
+                d.pending = false;
+                None
+            }
+        }
     }
 
     async fn write_bufs(&mut self, bufs: &[Vec<u8>]) -> io::Result<()> {
@@ -327,7 +522,17 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 let mut slices = Vec::with_capacity(16);
                 slices.push(IoSlice::new(&bufs[idx][off..]));
                 slices.extend(bufs[idx + 1..].iter().take(15).map(|b| IoSlice::new(b)));
-                self.w.write_vectored(&slices).await?
+                match &mut self.out {
+                    Output::Tcp(s) => match s.try_write_vectored(&slices) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            s.writable().await?;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    },
+                    Output::Stream(w) => w.write_vectored(&slices).await?,
+                }
             };
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
@@ -345,8 +550,10 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 }
             }
         }
-        self.w.flush().await?;
-        self.activity.store(clock(), Ordering::Relaxed);
+        if let Output::Stream(w) = &mut self.out {
+            w.flush().await?;
+        }
+        self.shared.touch();
         Ok(())
     }
 
@@ -355,9 +562,27 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     }
 
     async fn send_close(&mut self, payload: &[u8]) -> io::Result<()> {
+        {
+            let mut d = self.shared.direct();
+            d.closed = true;
+            d.pending = true;
+        }
         self.close_sent = true;
         let f = self.frame(frame::OP_CLOSE, payload);
         self.write_one(f).await
+    }
+
+    async fn shutdown(&mut self) {
+        match &mut self.out {
+            Output::Tcp(s) => {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(s.as_ref());
+                // SAFETY: the socket is open (we hold it); shutdown only sends FIN.
+                unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+            }
+            Output::Stream(w) => {
+                let _ = w.shutdown().await;
+            }
+        }
     }
 
     /// After the close frames: the server closes TCP first (§7.1.1); a client
@@ -368,7 +593,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         reader_ended: bool,
     ) {
         if self.role == Role::Server {
-            let _ = self.w.shutdown().await;
+            self.shutdown().await;
         }
         if !reader_ended {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
@@ -381,8 +606,20 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             .await;
         }
         if self.role == Role::Client {
-            let _ = self.w.shutdown().await;
+            self.shutdown().await;
         }
+    }
+
+    fn abnormal(sink: &Arc<dyn Sink>, id: u64) {
+        sink.emit(
+            id,
+            Event::Closed {
+                code: close::ABNORMAL,
+                reason: close::default_reason(close::ABNORMAL)
+                    .unwrap_or("")
+                    .to_string(),
+            },
+        )
     }
 
     async fn run(
@@ -393,73 +630,82 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         id: u64,
         sink: Arc<dyn Sink>,
     ) {
-        let io_failed = |sink: &Arc<dyn Sink>| {
-            sink.emit(
-                id,
-                Event::Closed {
-                    code: close::ABNORMAL,
-                    reason: close::default_reason(close::ABNORMAL)
-                        .unwrap_or("")
-                        .to_string(),
-                },
-            )
-        };
-        if !preamble.is_empty() && self.write_one(preamble).await.is_err() {
-            io_failed(&sink);
-            return;
+        if !preamble.is_empty() {
+            if self.write_one(preamble).await.is_err() {
+                Self::abnormal(&sink, id);
+                return;
+            }
         }
-        let mut pending: Option<Cmd> = None;
+        let mut next: Option<Cmd> = None;
+        // A close frame we owe the peer (it closed, or broke the protocol),
+        // sent once the owner has handled the messages before it.
+        let mut owed: Option<(Vec<u8>, tokio::time::Instant)> = None;
         loop {
-            let deadline = self.keepalive.map(|k| {
-                let last = self.activity.load(Ordering::Relaxed);
-                let due = last + k.as_millis() as u64;
-                tokio::time::Instant::now() + Duration::from_millis(due.saturating_sub(clock()))
-            });
-            let cmd = match pending.take() {
+            if next.is_none() {
+                next = self.release(&mut rx);
+            }
+            let deadline = match &owed {
+                Some((_, at)) => Some(*at),
+                None => self.keepalive.map(|k| {
+                    let last = self.shared.activity.load(Ordering::Relaxed);
+                    let due = last + k.as_millis() as u64;
+                    tokio::time::Instant::now() + Duration::from_millis(due.saturating_sub(clock()))
+                }),
+            };
+            let cmd = match next.take() {
                 Some(c) => Some(c),
                 None => tokio::select! {
                     biased;
-                    m = from_reader.recv() => {
+                    m = from_reader.recv(), if owed.is_none() => {
+                        let reply_by = tokio::time::Instant::now() + CLOSE_REPLY_DELAY;
                         match m {
                             Some(FromReader::Pong(p)) => {
-                                let f = self.frame(frame::OP_PONG, &p);
-                                if self.write_one(f).await.is_err() {
-                                    io_failed(&sink);
-                                    return;
+                                if !self.close_sent {
+                                    self.claim();
+                                    let f = self.frame(frame::OP_PONG, &p);
+                                    if self.write_one(f).await.is_err() {
+                                        Self::abnormal(&sink, id);
+                                        return;
+                                    }
                                 }
                                 continue;
                             }
                             Some(FromReader::PeerClose(reply)) => {
-                                if !self.close_sent {
-                                    let _ = self.send_close(&reply).await;
+                                if self.close_sent {
+                                    // The answer to our own close frame.
+                                    self.finish(&mut from_reader, false).await;
+                                    return;
                                 }
-                                self.finish(&mut from_reader, false).await;
-                                return;
+                                owed = Some((reply, reply_by));
+                                continue;
                             }
                             Some(FromReader::Fail(code, reason)) => {
-                                if !self.close_sent {
-                                    let payload = close::build_close_payload(code, reason);
-                                    let _ = self.send_close(&payload).await;
-                                }
-                                self.finish(&mut from_reader, false).await;
-                                return;
+                                owed = Some((close::build_close_payload(code, reason), reply_by));
+                                continue;
                             }
                             Some(FromReader::Ended) | None => {
-                                let _ = self.w.shutdown().await;
+                                self.shutdown().await;
                                 return;
                             }
                         }
                     }
                     c = rx.recv() => c,
                     _ = sleep_until(deadline) => {
-                        let now = clock();
-                        let last = self.activity.load(Ordering::Relaxed);
+                        if let Some((payload, _)) = owed.take() {
+                            if !self.close_sent {
+                                let _ = self.send_close(&payload).await;
+                            }
+                            self.finish(&mut from_reader, false).await;
+                            return;
+                        }
+                        let idle = clock().saturating_sub(self.shared.activity.load(Ordering::Relaxed));
                         if let Some(k) = self.keepalive {
-                            if now.saturating_sub(last) >= k.as_millis() as u64 {
+                            if idle >= k.as_millis() as u64 && !self.close_sent {
+                                self.claim();
                                 let ping = self.ping.clone();
                                 let f = self.frame(frame::OP_PING, &ping);
                                 if self.write_one(f).await.is_err() {
-                                    io_failed(&sink);
+                                    Self::abnormal(&sink, id);
                                     return;
                                 }
                             }
@@ -479,7 +725,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                                 bufs.push_back(b);
                             }
                             Ok(other) => {
-                                pending = Some(other);
+                                next = Some(other);
                                 break;
                             }
                             Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
@@ -489,7 +735,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                     let r = self.write_bufs(&bufs).await;
                     self.shared.queued.fetch_sub(total, Ordering::Relaxed);
                     if r.is_err() {
-                        io_failed(&sink);
+                        Self::abnormal(&sink, id);
                         return;
                     }
                 }
@@ -499,7 +745,8 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                         None => Vec::new(),
                     };
                     let mut reader_ended = false;
-                    if self.send_close(&payload).await.is_ok() {
+                    let peer_closed = owed.take().is_some();
+                    if self.send_close(&payload).await.is_ok() && !peer_closed {
                         // Wait for the peer's close frame (or the end of its stream).
                         reader_ended = tokio::time::timeout(CLOSE_TIMEOUT, async {
                             while let Some(m) = from_reader.recv().await {
@@ -524,9 +771,15 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                     self.ping = payload;
                 }
                 None => {
-                    // The owner is gone (its interpreter was deleted).
-                    let payload = close::build_close_payload(close::GOING_AWAY, "");
-                    let _ = self.send_close(&payload).await;
+                    // The owner is gone: it handled the peer's close (or the
+                    // failure) we owe an answer to, or its interpreter was deleted.
+                    let payload = match owed.take() {
+                        Some((p, _)) => p,
+                        None => close::build_close_payload(close::GOING_AWAY, ""),
+                    };
+                    if !self.close_sent {
+                        let _ = self.send_close(&payload).await;
+                    }
                     self.finish(&mut from_reader, false).await;
                     return;
                 }
