@@ -31,6 +31,18 @@ fn opcode_of(interp: Interp, ty: ObjRef) -> Result<u8, TclError> {
     }
 }
 
+/// tcllib's names for opcodes in log lines.
+fn type_name(opcode: u8) -> String {
+    match opcode {
+        1 => "text".into(),
+        2 => "binary".into(),
+        8 => "close".into(),
+        9 => "ping".into(),
+        10 => "pong".into(),
+        n => format!("<opcode-{n}>"),
+    }
+}
+
 pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     if objv.len() < 3 || objv.len() > 5 {
         return Err(wrong_args(objv, "sock type ?msg? ?final?"));
@@ -104,7 +116,7 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
             &format!(
                 "Sent {} bytes long {} {what} to {dst}",
                 payload.len(),
-                opcode
+                type_name(data_opcode)
             ),
         );
     }

@@ -1,7 +1,7 @@
 //! The client side: resolve, connect, TLS, opening handshake (RFC 6455 §4.1),
 //! then hand over to `conn::run`.
 
-use super::conn::{self, Inbox, Options};
+use super::conn::{self, Cmd, Inbox, Options};
 use super::tls::{self, TlsSettings};
 use super::{Event, Sink};
 use crate::proto::handshake;
@@ -261,11 +261,28 @@ async fn establish(req: &Request) -> Result<Established, String> {
 
 /// Connects in the background; reports `Connected`, `Error` or `Timeout`,
 /// then runs the connection.
-pub fn spawn(req: Request, opts: Options, id: u64, sink: Arc<dyn Sink>, inbox: Inbox) {
+pub fn spawn(req: Request, mut opts: Options, id: u64, sink: Arc<dyn Sink>, mut inbox: Inbox) {
     super::runtime::handle().spawn(async move {
-        let outcome = match req.timeout {
-            Some(t) => tokio::time::timeout(t, establish(&req)).await.ok(),
-            None => Some(establish(&req).await),
+        let connect = async {
+            match req.timeout {
+                Some(t) => tokio::time::timeout(t, establish(&req)).await.ok(),
+                None => Some(establish(&req).await),
+            }
+        };
+        tokio::pin!(connect);
+        // The owner may give up (close, interpreter deleted) while we connect.
+        let outcome = loop {
+            tokio::select! {
+                r = &mut connect => break r,
+                cmd = inbox.recv() => match cmd {
+                    None | Some(Cmd::Close(_)) => return,
+                    Some(Cmd::Keepalive(k, payload)) => {
+                        opts.keepalive = k;
+                        opts.ping_payload = payload;
+                    }
+                    Some(Cmd::Data(_)) => {}
+                },
+            }
         };
         match outcome {
             None => sink.emit(

@@ -138,6 +138,13 @@ pub fn channel(id: u64, max_message: usize) -> (Handle, Inbox) {
     )
 }
 
+impl Inbox {
+    /// The owner's next order, while the connection is still being made.
+    pub async fn recv(&mut self) -> Option<Cmd> {
+        self.rx.recv().await
+    }
+}
+
 impl Drop for Handle {
     fn drop(&mut self) {
         if let Some(map) = live().as_mut() {

@@ -200,20 +200,24 @@ void ws_delete_timer(void *token) { Tcl_DeleteTimerHandler((Tcl_TimerToken)token
  * itself alive. Tcl names sockets after their state pointer, so freeing the
  * state would let the next accepted socket get the name of a live WebSocket;
  * keeping the state but not its fd keeps fds below FD_SETSIZE free for Tcl.
- * The fd list of the private TcpState is found by its back pointer and fd and
- * marked -1 (TcpCloseProc skips such entries). Returns 1 when the caller now
- * owns `fd`, 0 when the layout was not recognised (Tcl keeps the fd).
+ * The fd list of the private TcpState (right after the channel pointer in
+ * 8.6, after the flags in 9.0) is recognised by its fd and its NULL `next`;
+ * its back pointer is the state itself or NULL (8.6 sets it for listening
+ * sockets only). The entry is marked -1, which TcpCloseProc skips. Returns 1
+ * when the caller now owns `fd`, 0 when the layout was not recognised (Tcl
+ * then keeps the fd until the channel is released).
  */
 int ws_tcp_release_fd(Tcl_Channel chan, int fd) {
     char *state = (char *)Tcl_GetChannelInstanceData(chan);
-    size_t off;
+    static const size_t offsets[] = {sizeof(void *), 2 * sizeof(void *)};
+    size_t i;
     if (state == NULL || *(Tcl_Channel *)state != chan) return 0;
-    for (off = sizeof(void *); off + sizeof(void *) + sizeof(int) <= 64; off += sizeof(void *)) {
-        void **back = (void **)(state + off);
-        int *fdp = (int *)(state + off + sizeof(void *));
-        if (*back == (void *)state && *fdp == fd) {
-            void **next = (void **)(state + off + 2 * sizeof(void *));
-            if (*next != NULL) return 0;
+    for (i = 0; i < sizeof(offsets) / sizeof(offsets[0]); i++) {
+        char *list = state + offsets[i];
+        void *back = *(void **)list;
+        int *fdp = (int *)(list + sizeof(void *));
+        void *next = *(void **)(list + 2 * sizeof(void *));
+        if ((back == NULL || back == (void *)state) && *fdp == fd && next == NULL) {
             *fdp = -1;
             return 1;
         }

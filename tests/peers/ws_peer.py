@@ -23,13 +23,16 @@ Tcl side never has to decode JSON string escapes.
   ws_peer.py client URL OP ... [--subprotocols a,b]
       Connects and runs the OPs in order, printing JSON lines:
         {"event": "open", "subprotocol": ...}
-        {"event": "text"|"binary", "hex": "..."}     (for recv)
+        {"event": "text"|"binary", "hex": "..."}     (for recv; binary also
+            has "len" and "pattern": 1 if the bytes are i % 256; hex is
+            empty above 64 KiB)
         {"event": "pong", "ms": N}                  (for ping)
         {"event": "closed", "code": N | null, "reason_hex": "..."}
         {"event": "error", "message": "..."}
       OPs:
         text:HEX      send UTF-8 bytes HEX as a text message
         binary:HEX    send bytes HEX as a binary message
+        bigbinary:N   send N bytes (i % 256) as a binary message
         fragments:HEX,HEX,...   send a text message in fragments
         recv          receive one message and print it
         recv_n:N      receive N messages and print them
@@ -182,6 +185,8 @@ async def run_client(argv):
                 await ws.send(bytes.fromhex(arg).decode("utf-8"))
             elif name == "binary":
                 await ws.send(bytes.fromhex(arg))
+            elif name == "bigbinary":
+                await ws.send(pattern(int(arg)))
             elif name == "fragments":
                 await ws.send([bytes.fromhex(p).decode("utf-8") for p in arg.split(",")])
             elif name in ("recv", "recv_n"):
@@ -190,7 +195,8 @@ async def run_client(argv):
                     if isinstance(msg, str):
                         out(event="text", hex=msg.encode("utf-8").hex())
                     else:
-                        out(event="binary", hex=msg.hex(), len=len(msg))
+                        out(event="binary", hex=msg.hex() if len(msg) <= 65536 else "",
+                            len=len(msg), pattern=int(msg == pattern(len(msg))))
             elif name == "ping":
                 t0 = asyncio.get_running_loop().time()
                 waiter = await ws.ping(bytes.fromhex(arg))
