@@ -12,16 +12,26 @@ use std::os::raw::c_int;
 /// the low numbers to Tcl's own channels.
 const ENGINE_FD_FLOOR: c_int = 1024;
 
-/// A Tcl channel kept open (but out of every interpreter) so that its name
-/// cannot be given to a new channel while a WebSocket still answers to it.
-pub struct HeldChannel(Tcl_Channel);
+/// Keeps the name of a taken-over channel from being given to a new channel
+/// while a WebSocket still answers to it (see shim.c).
+pub enum HeldChannel {
+    /// Only the channel's state block, whose address the name is made of.
+    Name(*mut std::ffi::c_void),
+    /// The whole channel, open but out of every interpreter.
+    Channel(Tcl_Channel),
+}
 
 impl HeldChannel {
-    /// Closes the channel. Must run on the thread that took it.
+    /// Lets the name go. Must run on the thread that took it.
     pub fn release(self) {
-        // SAFETY: we hold the NULL-interpreter registration taken in take_socket.
+        // SAFETY: each variant holds what take_socket reserved, released once.
         unsafe {
-            ffi::ws_unregister_channel(std::ptr::null_mut(), self.0);
+            match self {
+                HeldChannel::Name(block) => ffi::ws_free_block(block),
+                HeldChannel::Channel(chan) => {
+                    ffi::ws_unregister_channel(std::ptr::null_mut(), chan);
+                }
+            }
         }
     }
 }
@@ -160,19 +170,28 @@ pub fn take_socket(interp: Interp, name: &str) -> Result<TakenSocket, TclError> 
     // SAFETY: `high` is a fresh fd we own.
     let owned = unsafe { OwnedFd::from_raw_fd(high) };
 
-    // SAFETY: keep the channel alive via the NULL interpreter, then drop the
-    // script's registration; Tcl's copy of the fd is closed when our layout
-    // check succeeds (otherwise Tcl closes it when the channel is released).
-    unsafe {
-        ffi::ws_register_channel(std::ptr::null_mut(), chan);
-        ffi::ws_unregister_channel(interp.as_ptr(), chan);
-        if ffi::ws_tcp_release_fd(chan, fd) != 0 {
+    // SAFETY: the channel is live. Best case: Tcl forgets the fd, the state
+    // block is kept for the name, and the channel itself is closed (freeing
+    // its buffers). Otherwise the channel is kept open outside the
+    // interpreter, and Tcl closes its fd when it is released.
+    let held = unsafe {
+        let offset = ffi::ws_tcp_release_fd(chan, fd);
+        if offset != 0 {
             libc::close(fd);
         }
-    }
+        let block = ffi::ws_tcp_detach_state(chan, offset);
+        if block.is_null() {
+            ffi::ws_register_channel(std::ptr::null_mut(), chan);
+            ffi::ws_unregister_channel(interp.as_ptr(), chan);
+            HeldChannel::Channel(chan)
+        } else {
+            ffi::ws_unregister_channel(interp.as_ptr(), chan);
+            HeldChannel::Name(block)
+        }
+    };
     Ok(TakenSocket {
         fd: owned,
         buffered,
-        held: HeldChannel(chan),
+        held,
     })
 }

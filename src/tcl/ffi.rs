@@ -135,5 +135,7 @@ extern "C" {
     pub fn ws_delete_channel_handler(chan: Tcl_Channel, proc_: ChannelProc, cd: *mut c_void);
     pub fn ws_create_timer(ms: c_int, proc_: TimerProc, cd: *mut c_void, token: *mut *mut c_void);
     pub fn ws_delete_timer(token: *mut c_void);
-    pub fn ws_tcp_release_fd(chan: Tcl_Channel, fd: c_int) -> c_int;
+    pub fn ws_tcp_release_fd(chan: Tcl_Channel, fd: c_int) -> usize;
+    pub fn ws_tcp_detach_state(chan: Tcl_Channel, fd_offset: usize) -> *mut c_void;
+    pub fn ws_free_block(block: *mut c_void);
 }

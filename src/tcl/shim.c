@@ -196,18 +196,24 @@ void ws_create_timer(int ms, Tcl_TimerProc *proc, void *cd, void **token) {
 void ws_delete_timer(void *token) { Tcl_DeleteTimerHandler((Tcl_TimerToken)token); }
 
 /*
- * Releases the low fd of a taken-over "tcp" channel while keeping the channel
- * itself alive. Tcl names sockets after their state pointer, so freeing the
- * state would let the next accepted socket get the name of a live WebSocket;
- * keeping the state but not its fd keeps fds below FD_SETSIZE free for Tcl.
- * The fd list of the private TcpState (right after the channel pointer in
- * 8.6, after the flags in 9.0) is recognised by its fd and its NULL `next`;
- * its back pointer is the state itself or NULL (8.6 sets it for listening
- * sockets only). The entry is marked -1, which TcpCloseProc skips. Returns 1
- * when the caller now owns `fd`, 0 when the layout was not recognised (Tcl
- * then keeps the fd until the channel is released).
+ * Taking a "tcp" channel's socket away from Tcl. Tcl names a socket after its
+ * state block (sock<address>), so while a WebSocket answers to that name the
+ * block must stay allocated, or the next accepted socket could get the name.
+ * Keeping the whole channel would also keep its 8 KiB input buffer and its
+ * low fd (Tcl 8.6's select() cannot watch fds >= FD_SETSIZE). So:
+ *
+ * ws_tcp_release_fd finds the fd in the private TcpState (its fd list comes
+ * right after the channel pointer in 8.6, after the flags in 9.0; the list's
+ * back pointer is the state or NULL, its `next` NULL) and marks it -1, which
+ * TcpCloseProc skips. It returns the field's offset, or 0 if the layout was
+ * not recognised (Tcl then keeps the fd).
+ *
+ * ws_tcp_detach_state then gives the channel a zeroed stand-in state (fd -1,
+ * no address lists) to close and free, and returns the real state block,
+ * which the caller frees with ws_free_block when the name may be reused.
+ * NULL if the Channel layout (state, instanceData, ...) was not recognised.
  */
-int ws_tcp_release_fd(Tcl_Channel chan, int fd) {
+size_t ws_tcp_release_fd(Tcl_Channel chan, int fd) {
     char *state = (char *)Tcl_GetChannelInstanceData(chan);
     static const size_t offsets[] = {sizeof(void *), 2 * sizeof(void *)};
     size_t i;
@@ -219,8 +225,25 @@ int ws_tcp_release_fd(Tcl_Channel chan, int fd) {
         void *next = *(void **)(list + 2 * sizeof(void *));
         if ((back == NULL || back == (void *)state) && *fdp == fd && next == NULL) {
             *fdp = -1;
-            return 1;
+            return offsets[i] + sizeof(void *);
         }
     }
     return 0;
 }
+
+#define WS_STANDIN_SIZE 512
+
+void *ws_tcp_detach_state(Tcl_Channel chan, size_t fd_offset) {
+    void **slot = (void **)((char *)chan + sizeof(void *));
+    void *state = Tcl_GetChannelInstanceData(chan);
+    char *standin;
+    if (fd_offset == 0 || fd_offset + sizeof(int) > WS_STANDIN_SIZE || *slot != state) return NULL;
+    standin = (char *)ckalloc(WS_STANDIN_SIZE);
+    memset(standin, 0, WS_STANDIN_SIZE);
+    *(Tcl_Channel *)standin = chan;
+    *(int *)(standin + fd_offset) = -1;
+    *slot = standin;
+    return state;
+}
+
+void ws_free_block(void *block) { ckfree((char *)block); }
