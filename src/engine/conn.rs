@@ -8,6 +8,7 @@
 //! The `Direct` lock keeps the byte stream whole: whoever writes while the
 //! writer is busy queues behind it.
 
+use super::queue::{self, Receiver, Sender, TryRecvError, WeakSender};
 use super::{Event, Sink};
 use crate::proto::close::{self, CloseFrame};
 use crate::proto::frame;
@@ -22,9 +23,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::{
-    self, error::TryRecvError, UnboundedReceiver, UnboundedSender, WeakUnboundedSender,
-};
 
 /// How long we wait for the peer's part of the closing handshake.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -85,18 +83,18 @@ impl Shared {
 /// The owner's end of a connection.
 pub struct Handle {
     id: u64,
-    tx: UnboundedSender<Cmd>,
+    tx: Sender<Cmd>,
     shared: Arc<Shared>,
 }
 
 /// The task's end, until the connection runs.
 pub struct Inbox {
-    rx: UnboundedReceiver<Cmd>,
+    rx: Receiver<Cmd>,
     shared: Arc<Shared>,
 }
 
 /// Weak, so that an owner dropping its Handle still ends the connection.
-type LiveMap = HashMap<u64, WeakUnboundedSender<Cmd>>;
+type LiveMap = HashMap<u64, WeakSender<Cmd>>;
 static LIVE: Mutex<Option<LiveMap>> = Mutex::new(None);
 
 fn live() -> MutexGuard<'static, Option<LiveMap>> {
@@ -108,17 +106,15 @@ fn live() -> MutexGuard<'static, Option<LiveMap>> {
 pub fn close_all() -> usize {
     let mut n = 0;
     if let Some(map) = live().as_ref() {
-        for tx in map.values().filter_map(|w| w.upgrade()) {
-            n += tx
-                .send(Cmd::Close(Some((close::GOING_AWAY, String::new()))))
-                .is_ok() as usize;
+        for tx in map.values() {
+            n += tx.send(Cmd::Close(Some((close::GOING_AWAY, String::new())))) as usize;
         }
     }
     n
 }
 
 pub fn channel(id: u64, max_message: usize) -> (Handle, Inbox) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = queue::queue();
     live()
         .get_or_insert_with(HashMap::new)
         .insert(id, tx.downgrade());
@@ -288,7 +284,7 @@ async fn drive<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (to_writer, from_reader) = mpsc::unbounded_channel();
+    let (to_writer, from_reader) = queue::queue();
     let shared = inbox.shared.clone();
     shared.touch();
     let reader = Reader {
@@ -343,7 +339,7 @@ struct Reader {
     reader: MessageReader,
     id: u64,
     sink: Arc<dyn Sink>,
-    to_writer: UnboundedSender<FromReader>,
+    to_writer: Sender<FromReader>,
     shared: Arc<Shared>,
     /// The peer's close frame arrived: discard input until EOF.
     closing: bool,
@@ -506,7 +502,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
 
     /// Hands the socket back to the owner's direct writes, unless a command
     /// arrived meanwhile (which is then returned, to be handled first).
-    fn release(&self, rx: &mut UnboundedReceiver<Cmd>) -> Option<Cmd> {
+    fn release(&self, rx: &mut Receiver<Cmd>) -> Option<Cmd> {
         let mut d = self.shared.direct();
         match rx.try_recv() {
             Ok(cmd) => Some(cmd),
@@ -594,11 +590,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
 
     /// After the close frames: the server closes TCP first (§7.1.1); a client
     /// waits for that, then closes anyway. Both wait at most CLOSE_TIMEOUT.
-    async fn finish(
-        &mut self,
-        from_reader: &mut UnboundedReceiver<FromReader>,
-        reader_ended: bool,
-    ) {
+    async fn finish(&mut self, from_reader: &mut Receiver<FromReader>, reader_ended: bool) {
         if self.role == Role::Server {
             self.shutdown().await;
         }
@@ -632,8 +624,8 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     async fn run(
         mut self,
         preamble: Vec<u8>,
-        mut rx: UnboundedReceiver<Cmd>,
-        mut from_reader: UnboundedReceiver<FromReader>,
+        mut rx: Receiver<Cmd>,
+        mut from_reader: Receiver<FromReader>,
         id: u64,
         sink: Arc<dyn Sink>,
     ) {
@@ -735,7 +727,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                                 next = Some(other);
                                 break;
                             }
-                            Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+                            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                         }
                     }
                     let bufs: Vec<Vec<u8>> = bufs.into();

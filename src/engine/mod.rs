@@ -5,6 +5,7 @@
 pub mod bridge;
 pub mod client;
 pub mod conn;
+pub mod queue;
 pub mod runtime;
 pub mod tls;
 
