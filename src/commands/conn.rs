@@ -2,7 +2,8 @@
 //! `find`, `configure`, and the package-wide `loglevel`.
 
 use super::{
-    glob_match, log, log::Level, next_id, wrong_args, Conn, ConnState, State, DEFAULT_MAX_MESSAGE,
+    glob_match, log, log::Level, next_id, wrong_args, Conn, ConnState, Kind, State,
+    DEFAULT_MAX_MESSAGE,
 };
 use crate::engine::bridge as bridge_engine;
 use crate::engine::client;
@@ -36,7 +37,7 @@ pub fn attach_socket(
 ) -> Result<(), TclError> {
     let id = next_id();
     let (handle, inbox) = engine_conn::channel(id, DEFAULT_MAX_MESSAGE);
-    let mut conn = Conn::new(id, handler, server, ConnState::Connected, handle);
+    let mut conn = Conn::new(id, sock, handler, server, ConnState::Connected, handle);
     let opts = Options {
         role: if server { Role::Server } else { Role::Client },
         keepalive: State::keepalive_of(conn.keepalive),
@@ -72,7 +73,7 @@ pub fn attach_socket(
             client::spawn_bridged(stream, buffered, preamble, opts, id, st.sink(), inbox);
         }
     }
-    st.push(sock, "connect", info);
+    st.push(sock, Kind::Connect, info);
     let kind = if server { "server" } else { "client" };
     log::log(
         Level::Debug,
@@ -176,6 +177,7 @@ pub fn close(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
             }
         }
         conn.state = ConnState::Closed;
+        State::uncork(conn);
         let payload = code.map(|c| (c as u16, reason.clone()));
         conn.handle.send(Cmd::Close(payload));
     }
@@ -189,7 +191,7 @@ pub fn close(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
             Obj::string("")
         }
     };
-    st.push(&sock, "close", msg);
+    st.push(&sock, Kind::Close, msg);
     st.disconnect(&sock);
     Ok(None)
 }

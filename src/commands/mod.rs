@@ -13,10 +13,11 @@ use crate::proto::mask::MaskKeys;
 use crate::proto::reader::Message;
 use crate::proto::writer::OutgoingState;
 use crate::tcl::channel::HeldChannel;
-use crate::tcl::{Interp, Mailbox, Obj, ObjRef, TclError};
+use crate::tcl::{Consumer, Interp, Mailbox, Obj, ObjRef, TclError};
 use log::Level;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::os::raw::c_void;
 use std::rc::{Rc, Weak};
@@ -31,6 +32,35 @@ pub const DEFAULT_SERVER_KEEPALIVE: f64 = 30.0;
 /// Bytes `send` may leave queued for a peer that does not read, before it
 /// refuses more (`configure -maxqueue`).
 pub const DEFAULT_MAX_QUEUE: usize = 64 * 1024 * 1024;
+
+/// FxHash-style hasher for maps keyed by our own socket names and ids
+/// (nothing a peer chooses), much cheaper than SipHash on every message.
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+impl FastHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -55,10 +85,38 @@ impl ConnState {
     }
 }
 
+/// The event types a handler hears, as Tcl words made once per interpreter.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    Connect,
+    Text,
+    Binary,
+    Ping,
+    Pong,
+    Close,
+    Disconnect,
+    Error,
+    Timeout,
+}
+
+const KIND_NAMES: [&str; 9] = [
+    "connect",
+    "text",
+    "binary",
+    "ping",
+    "pong",
+    "close",
+    "disconnect",
+    "error",
+    "timeout",
+];
+
 /// One WebSocket as the script knows it.
 pub struct Conn {
     pub id: u64,
     pub handler: Obj,
+    /// `{*}$handler $sock`: the words every handler call starts with.
+    call: Rc<[Obj]>,
     pub server: bool,
     pub state: ConnState,
     pub peer: Option<SocketAddr>,
@@ -68,6 +126,9 @@ pub struct Conn {
     pub ping: Vec<u8>,
     pub max_message: usize,
     pub max_queue: usize,
+    /// Frames sent from a handler, written together when the batch of
+    /// events is delivered: one write for a burst instead of one each.
+    pub cork: Vec<u8>,
     pub outgoing: OutgoingState,
     pub handle: Handle,
     pub held: Option<HeldChannel>,
@@ -75,9 +136,22 @@ pub struct Conn {
 
 impl Conn {
     /// A connection with tcllib's defaults for its side.
-    pub fn new(id: u64, handler: Obj, server: bool, state: ConnState, handle: Handle) -> Conn {
+    pub fn new(
+        id: u64,
+        name: &str,
+        handler: Obj,
+        server: bool,
+        state: ConnState,
+        handle: Handle,
+    ) -> Conn {
+        let mut call: Vec<Obj> = match handler.borrow().list_elements(std::ptr::null_mut()) {
+            Some(words) => words.iter().map(|w| w.to_owned()).collect(),
+            None => vec![handler.clone()],
+        };
+        call.push(Obj::string(name));
         Conn {
             id,
+            call: call.into(),
             handler,
             server,
             state,
@@ -91,6 +165,7 @@ impl Conn {
             ping: Vec::new(),
             max_message: DEFAULT_MAX_MESSAGE,
             max_queue: DEFAULT_MAX_QUEUE,
+            cork: Vec::new(),
             outgoing: OutgoingState::new(),
             handle,
             held: None,
@@ -120,10 +195,17 @@ type Inbox = Mailbox<(u64, Event)>;
 pub struct State {
     pub interp: Interp,
     mailbox: Arc<Inbox>,
-    pub conns: RefCell<HashMap<String, Conn>>,
-    names: RefCell<HashMap<u64, String>>,
+    pub conns: RefCell<FastMap<String, Conn>>,
+    names: RefCell<FastMap<u64, String>>,
     pub servers: RefCell<HashMap<String, Vec<Live>>>,
     pub pending: RefCell<HashMap<String, Pending>>,
+    kinds: Vec<Obj>,
+    /// Depth of event deliveries in progress (handlers may nest event loops).
+    delivering: Cell<u32>,
+    /// Connections holding frames sent during a delivery, not yet written.
+    corked: RefCell<Vec<String>>,
+    /// A flush is registered with Tcl_DoWhenIdle.
+    idle_flush: Cell<bool>,
     /// Channels served through the Tcl-channel transport, closed with the interpreter.
     pub bridges: RefCell<Vec<crate::tcl::bridge::Bridge>>,
     pub keys: RefCell<MaskKeys>,
@@ -161,8 +243,9 @@ impl State {
         }
     }
 
-    fn discard(&self, conn: Conn) {
+    fn discard(&self, mut conn: Conn) {
         self.names.borrow_mut().remove(&conn.id);
+        Self::uncork(&mut conn);
         if conn.state != ConnState::Closed {
             conn.handle.send(Cmd::Close(Some((1001, String::new()))));
         }
@@ -180,30 +263,60 @@ impl State {
         }
     }
 
-    /// Calls the connection's handler as `{*}$handler $sock $type $msg`.
-    pub fn push(&self, name: &str, kind: &str, msg: Obj) {
-        let handler = match self.conns.borrow().get(name) {
-            Some(c) => c.handler.clone(),
-            None => return,
-        };
-        self.push_to(&handler, name, kind, msg);
+    /// True while a handler runs for an event: `send` then corks.
+    pub fn delivering(&self) -> bool {
+        self.delivering.get() > 0
     }
 
-    /// Calls `handler` at global level; its errors are logged as tcllib does.
-    pub fn push_to(&self, handler: &Obj, name: &str, kind: &str, msg: Obj) {
-        let interp = self.interp;
-        let mut words: Vec<Obj> = match handler.borrow().list_elements(interp.as_ptr()) {
-            Some(elems) => elems.iter().map(|e| e.to_owned()).collect(),
-            None => {
-                interp.reset_result();
-                vec![handler.clone()]
+    /// Keeps a frame to write with the rest of this batch.
+    pub fn cork(&self, name: &str, conn: &mut Conn, header: &[u8], payload: &[u8]) {
+        if conn.cork.is_empty() {
+            self.corked.borrow_mut().push(name.to_string());
+            if !self.idle_flush.replace(true) {
+                // A handler that enters a nested event loop (vwait, update)
+                // must not hold its replies back: flush when Tcl goes idle.
+                crate::tcl::when_idle(idle_flush, self as *const State as *mut c_void);
             }
+        }
+        conn.cork.extend_from_slice(header);
+        conn.cork.extend_from_slice(payload);
+        if conn.cork.len() >= CORK_LIMIT {
+            Self::uncork(conn);
+        }
+    }
+
+    /// Writes a connection's corked frames.
+    pub fn uncork(conn: &mut Conn) {
+        if !conn.cork.is_empty() {
+            let bytes = std::mem::take(&mut conn.cork);
+            conn.handle.send_data(bytes);
+        }
+    }
+
+    /// Writes every connection's corked frames.
+    pub fn flush_corked(&self) {
+        let names = std::mem::take(&mut *self.corked.borrow_mut());
+        let mut conns = self.conns.borrow_mut();
+        for name in names {
+            if let Some(c) = conns.get_mut(&name) {
+                Self::uncork(c);
+            }
+        }
+    }
+
+    /// Calls the connection's handler as `{*}$handler $sock $type $msg`, at
+    /// global level; its errors are logged as tcllib does.
+    pub fn push(&self, name: &str, kind: Kind, msg: Obj) {
+        let call = match self.conns.borrow().get(name) {
+            Some(c) => c.call.clone(),
+            None => return,
         };
-        words.push(Obj::string(name));
-        words.push(Obj::string(kind));
-        words.push(msg);
+        let interp = self.interp;
         interp.preserve();
-        if interp.eval_words(&words).is_err() {
+        if interp
+            .eval_call(&call, &self.kinds[kind as usize], &msg)
+            .is_err()
+        {
             let res = interp.result().borrow().to_string_lossy();
             log::log(
                 Level::Error,
@@ -212,6 +325,12 @@ impl State {
         }
         interp.reset_result();
         interp.release();
+    }
+
+    fn deliver(&self, id: u64, event: Event) {
+        self.delivering.set(self.delivering.get() + 1);
+        self.on_event(id, event);
+        self.delivering.set(self.delivering.get() - 1);
     }
 
     fn on_event(&self, id: u64, event: Event) {
@@ -237,14 +356,17 @@ impl State {
                     Level::Debug,
                     &format!("{name} has been registered as a client WebSocket"),
                 );
-                self.push(&name, "connect", Obj::string(&protocol));
+                self.push(&name, Kind::Connect, Obj::string(&protocol));
             }
             Event::Message(m) => {
+                if let Some(c) = self.conns.borrow().get(&name) {
+                    c.handle.delivered(engine::conn::event_cost(&m));
+                }
                 let (kind, obj) = match m {
-                    Message::Text(t) => ("text", Obj::from_utf8(&t)),
-                    Message::Binary(b) => ("binary", Obj::bytes(&b)),
-                    Message::Ping(b) => ("ping", Obj::bytes(&b)),
-                    Message::Pong(b) => ("pong", Obj::bytes(&b)),
+                    Message::Text(t) => (Kind::Text, Obj::from_utf8(&t)),
+                    Message::Binary(b) => (Kind::Binary, Obj::bytes(&b)),
+                    Message::Ping(b) => (Kind::Ping, Obj::bytes(&b)),
+                    Message::Pong(b) => (Kind::Pong, Obj::bytes(&b)),
                     Message::Close(_) => return,
                 };
                 self.push(&name, kind, obj);
@@ -259,18 +381,18 @@ impl State {
                 );
                 self.push(
                     &name,
-                    "close",
+                    Kind::Close,
                     Obj::list(&[Obj::int(code as i64), Obj::string(&reason)]),
                 );
                 self.disconnect(&name);
             }
             Event::Error(msg) => {
                 log::log(Level::Error, &msg);
-                self.push(&name, "error", Obj::string(&msg));
+                self.push(&name, Kind::Error, Obj::string(&msg));
                 self.forget(&name);
             }
             Event::Timeout(msg) => {
-                self.push(&name, "timeout", Obj::string(&msg));
+                self.push(&name, Kind::Timeout, Obj::string(&msg));
                 self.disconnect(&name);
             }
         }
@@ -280,7 +402,7 @@ impl State {
     pub fn disconnect(&self, name: &str) {
         self.push(
             name,
-            "disconnect",
+            Kind::Disconnect,
             Obj::string("Disconnected from remote end"),
         );
         self.forget(name);
@@ -290,6 +412,9 @@ impl State {
     fn shutdown(&self) {
         if self.shut.replace(true) {
             return;
+        }
+        if self.idle_flush.replace(false) {
+            crate::tcl::cancel_idle(idle_flush, self as *const State as *mut c_void);
         }
         self.mailbox.close();
         let conns: Vec<Conn> = self.conns.borrow_mut().drain().map(|(_, c)| c).collect();
@@ -415,6 +540,35 @@ pub fn glob_match(pattern: &str, text: &str, nocase: bool) -> bool {
     go(&p, &t, nocase)
 }
 
+/// Past this many corked bytes a connection is written at once.
+const CORK_LIMIT: usize = 64 * 1024;
+
+/// Delivers engine events to a State (weakly: the interpreter may be gone).
+struct Delivery(Weak<State>);
+
+impl Consumer<(u64, Event)> for Delivery {
+    fn deliver(&self, (id, event): (u64, Event)) {
+        if let Some(st) = self.0.upgrade() {
+            st.deliver(id, event);
+        }
+    }
+    fn batch_done(&self) {
+        if let Some(st) = self.0.upgrade() {
+            st.flush_corked();
+        }
+    }
+}
+
+unsafe extern "C" fn idle_flush(data: *mut c_void) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: registered by State::cork with the State's address; the
+        // registration is cancelled in State::shutdown before it goes away.
+        let st = &*(data as *const State);
+        st.idle_flush.set(false);
+        st.flush_corked();
+    }));
+}
+
 unsafe extern "C" fn interp_deleted(
     data: *mut c_void,
     _interp: *mut crate::tcl::interp::RawInterp,
@@ -457,16 +611,16 @@ pub fn init(interp: Interp) -> Result<(), TclError> {
 
     let state = Rc::new_cyclic(|weak: &Weak<State>| {
         let weak = weak.clone();
-        let consumer: Rc<dyn Fn((u64, Event))> = Rc::new(move |(id, ev)| {
-            if let Some(st) = weak.upgrade() {
-                st.on_event(id, ev);
-            }
-        });
+        let consumer: Rc<dyn Consumer<(u64, Event)>> = Rc::new(Delivery(weak));
         State {
             interp,
             mailbox: Mailbox::new(consumer),
-            conns: RefCell::new(HashMap::new()),
-            names: RefCell::new(HashMap::new()),
+            conns: RefCell::new(FastMap::default()),
+            names: RefCell::new(FastMap::default()),
+            kinds: KIND_NAMES.iter().map(|k| Obj::string(k)).collect(),
+            delivering: Cell::new(0),
+            corked: RefCell::new(Vec::new()),
+            idle_flush: Cell::new(false),
             servers: RefCell::new(HashMap::new()),
             pending: RefCell::new(HashMap::new()),
             bridges: RefCell::new(Vec::new()),

@@ -124,7 +124,7 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let (handle, inbox) = engine_conn::channel(id, DEFAULT_MAX_MESSAGE);
     st.register(
         &name,
-        Conn::new(id, handler, false, ConnState::Connecting, handle),
+        Conn::new(id, &name, handler, false, ConnState::Connecting, handle),
     );
     let request = Request {
         target,

@@ -4,6 +4,10 @@ use super::{log, log::Level, wrong_args, ConnState, State};
 use crate::proto::frame;
 use crate::tcl::{CmdResult, Interp, Obj, ObjRef, TclError};
 
+/// Frames at least this big are written at once rather than corked: copying
+/// them would cost more than the write saves.
+const CORK_MAX_FRAME: usize = 16 * 1024;
+
 const BAD_TYPE: &str =
     "Unrecognised type, should be one of text, binary, ping or a protocol valid integer";
 
@@ -11,7 +15,19 @@ const BAD_TYPE: &str =
 /// or an integer opcode that is legal to send (continuation, text, binary,
 /// ping, pong).
 fn opcode_of(interp: Interp, ty: ObjRef) -> Result<u8, TclError> {
-    let text = ty.to_string_lossy();
+    let bytes = ty.tcl_bytes();
+    let numeric = bytes
+        .iter()
+        .find(|c| !c.is_ascii_whitespace())
+        .is_some_and(|c| c.is_ascii_digit() || *c == b'-' || *c == b'+');
+    if !numeric {
+        return match bytes.first().map(|c| c.to_ascii_lowercase()) {
+            Some(b't') => Ok(frame::OP_TEXT),
+            Some(b'b') => Ok(frame::OP_BINARY),
+            Some(b'p') => Ok(frame::OP_PING),
+            _ => Err(TclError::ws(BAD_TYPE, &[])),
+        };
+    }
     if let Some(n) = ty.get_wide(std::ptr::null_mut()) {
         return match n {
             0 | 1 | 2 | 9 | 10 => Ok(n as u8),
@@ -23,12 +39,7 @@ fn opcode_of(interp: Interp, ty: ObjRef) -> Result<u8, TclError> {
         };
     }
     let _ = interp;
-    match text.chars().next().map(|c| c.to_ascii_lowercase()) {
-        Some('t') => Ok(frame::OP_TEXT),
-        Some('b') => Ok(frame::OP_BINARY),
-        Some('p') => Ok(frame::OP_PING),
-        _ => Err(TclError::ws(BAD_TYPE, &[])),
-    }
+    Err(TclError::ws(BAD_TYPE, &[]))
 }
 
 /// tcllib's names for opcodes in log lines.
@@ -101,13 +112,33 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
             &["QUEUE"],
         ));
     }
-    let mask = (!conn.server).then(|| st.keys.borrow_mut().next_key());
-    let mut out = Vec::with_capacity(payload.len() + frame::MAX_HEADER_LEN);
-    frame::encode_frame(&mut out, fin, wire_opcode, mask, payload);
-    let n = out.len();
-    if !conn.handle.send_data(out) {
-        return Ok(Some(Obj::int(-1)));
-    }
+    let n = if conn.server {
+        let (header, hlen) = frame::header(fin, wire_opcode, None, payload.len() as u64);
+        if st.delivering() && payload.len() < CORK_MAX_FRAME {
+            st.cork(&sock, conn, &header[..hlen], payload);
+        } else {
+            State::uncork(conn);
+            if !conn.handle.send_frame(&header[..hlen], payload) {
+                return Ok(Some(Obj::int(-1)));
+            }
+        }
+        hlen + payload.len()
+    } else {
+        // A client masks (§5.3): the frame is a masked copy anyway.
+        let mask = st.keys.borrow_mut().next_key();
+        let mut out = Vec::with_capacity(payload.len() + frame::MAX_HEADER_LEN);
+        frame::encode_frame(&mut out, fin, wire_opcode, Some(mask), payload);
+        let n = out.len();
+        if st.delivering() && payload.len() < CORK_MAX_FRAME {
+            st.cork(&sock, conn, &out, &[]);
+        } else {
+            State::uncork(conn);
+            if !conn.handle.send_data(out) {
+                return Ok(Some(Obj::int(-1)));
+            }
+        }
+        n
+    };
     if log::enabled(Level::Debug) {
         let dst = if conn.server { "client" } else { "server" };
         let what = if fin { "final fragment" } else { "fragment" };

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 /// How long we wait for the peer's part of the closing handshake.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -68,6 +69,31 @@ pub struct Shared {
     /// Time of the last traffic (ms on `clock()`), for keepalive.
     activity: AtomicU64,
     direct: Mutex<Direct>,
+    /// Payloads of pings not answered yet. Past MAX_PONGS_DUE the newest
+    /// replaces the last (§5.5.3 allows answering only the latest ping), so a
+    /// peer that pings and never reads cannot grow this.
+    pong_due: Mutex<VecDeque<Vec<u8>>>,
+    /// Cost of the events sent to the owner and not yet handled by it; the
+    /// reader stops reading above UNDELIVERED_HIGH (backpressure to the peer).
+    undelivered: AtomicUsize,
+    drained: Notify,
+}
+
+const MAX_PONGS_DUE: usize = 16;
+
+/// Events waiting for the owner beyond which the reader pauses.
+const UNDELIVERED_HIGH: usize = 1024 * 1024;
+/// ... and below which it reads again.
+const UNDELIVERED_LOW: usize = 256 * 1024;
+
+/// What an event costs while it waits for the owner: its payload and the
+/// bookkeeping around it, so that empty pings count too.
+pub fn event_cost(m: &Message) -> usize {
+    let payload = match m {
+        Message::Text(b) | Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
+        Message::Close(_) => 0,
+    };
+    payload + 64
 }
 
 impl Shared {
@@ -77,6 +103,10 @@ impl Shared {
 
     fn touch(&self) {
         self.activity.store(clock(), Ordering::Relaxed);
+    }
+
+    fn pong_due(&self) -> MutexGuard<'_, VecDeque<Vec<u8>>> {
+        self.pong_due.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -123,6 +153,9 @@ pub fn channel(id: u64, max_message: usize) -> (Handle, Inbox) {
         max_message: AtomicUsize::new(max_message),
         activity: AtomicU64::new(clock()),
         direct: Mutex::new(Direct::default()),
+        pong_due: Mutex::new(VecDeque::new()),
+        undelivered: AtomicUsize::new(0),
+        drained: Notify::new(),
     });
     (
         Handle {
@@ -146,6 +179,9 @@ impl Drop for Handle {
         if let Some(map) = live().as_mut() {
             map.remove(&self.id);
         }
+        // Nobody will handle what is waiting: let the reader finish the closing handshake.
+        self.shared.undelivered.store(0, Ordering::Release);
+        self.shared.drained.notify_one();
     }
 }
 
@@ -183,12 +219,57 @@ impl Handle {
         true
     }
 
+    /// Like `send_data` for a frame given as header and payload: when the
+    /// socket takes it at once, nothing is copied.
+    pub fn send_frame(&self, header: &[u8], payload: &[u8]) -> bool {
+        let mut d = self.shared.direct();
+        if d.closed {
+            return false;
+        }
+        let mut written = 0;
+        if !d.pending {
+            if let Some(stream) = &d.stream {
+                let parts = [IoSlice::new(header), IoSlice::new(payload)];
+                if let Ok(n) = stream.try_write_vectored(&parts) {
+                    if n == header.len() + payload.len() {
+                        self.shared.touch();
+                        return true;
+                    }
+                    written = n;
+                }
+                d.pending = true;
+            }
+        }
+        let mut rest = Vec::with_capacity(header.len() + payload.len() - written);
+        if written < header.len() {
+            rest.extend_from_slice(&header[written..]);
+            rest.extend_from_slice(payload);
+        } else {
+            rest.extend_from_slice(&payload[written - header.len()..]);
+        }
+        let n = rest.len();
+        self.shared.queued.fetch_add(n, Ordering::Relaxed);
+        if self.tx.send(Cmd::Data(rest)).is_err() {
+            self.shared.queued.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
     pub fn send(&self, cmd: Cmd) -> bool {
         self.tx.send(cmd).is_ok()
     }
 
     pub fn queued(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// The owner handled an event of this cost (see `event_cost`).
+    pub fn delivered(&self, cost: usize) {
+        let before = self.shared.undelivered.fetch_sub(cost, Ordering::AcqRel);
+        if before > UNDELIVERED_LOW && before - cost <= UNDELIVERED_LOW {
+            self.shared.drained.notify_one();
+        }
     }
 
     pub fn set_max_message(&self, n: usize) {
@@ -211,7 +292,8 @@ fn clock() -> u64 {
 
 /// From the reader to the writer.
 enum FromReader {
-    Pong(Vec<u8>),
+    /// A pong is due (its payload is in `Shared::pong_due`).
+    Pong,
     /// The peer sent a close frame; answer with this payload.
     PeerClose(Vec<u8>),
     /// We must fail the connection with this close frame.
@@ -355,6 +437,7 @@ impl Reader {
         }
         drop(first);
         loop {
+            self.backpressure().await;
             let got = match &mut input {
                 Input::Tcp(stream) => {
                     if stream.readable().await.is_err() {
@@ -427,10 +510,23 @@ impl Reader {
                             return Flow::More;
                         }
                         Some(Message::Ping(p)) => {
-                            let _ = self.to_writer.send(FromReader::Pong(p.clone()));
-                            self.sink.emit(self.id, Event::Message(Message::Ping(p)));
+                            // The pong goes before anything the owner sends
+                            // in answer to what follows the ping.
+                            self.shared.direct().pending = true;
+                            let first = {
+                                let mut due = self.shared.pong_due();
+                                if due.len() == MAX_PONGS_DUE {
+                                    due.pop_back();
+                                }
+                                due.push_back(p.clone());
+                                due.len() == 1
+                            };
+                            if first {
+                                let _ = self.to_writer.send(FromReader::Pong);
+                            }
+                            self.emit(Message::Ping(p));
                         }
-                        Some(m) => self.sink.emit(self.id, Event::Message(m)),
+                        Some(m) => self.emit(m),
                         None if n == 0 || pos == data.len() => return Flow::More,
                         None => {}
                     }
@@ -449,6 +545,20 @@ impl Reader {
                     return Flow::Stop;
                 }
             }
+        }
+    }
+
+    fn emit(&self, m: Message) {
+        self.shared
+            .undelivered
+            .fetch_add(event_cost(&m), Ordering::AcqRel);
+        self.sink.emit(self.id, Event::Message(m));
+    }
+
+    /// Waits while too much input waits for the owner.
+    async fn backpressure(&self) {
+        while self.shared.undelivered.load(Ordering::Acquire) > UNDELIVERED_HIGH {
+            self.shared.drained.notified().await;
         }
     }
 
@@ -658,11 +768,13 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                     m = from_reader.recv(), if owed.is_none() => {
                         let reply_by = tokio::time::Instant::now() + CLOSE_REPLY_DELAY;
                         match m {
-                            Some(FromReader::Pong(p)) => {
-                                if !self.close_sent {
+                            Some(FromReader::Pong) => {
+                                let due = std::mem::take(&mut *self.shared.pong_due());
+                                if !due.is_empty() && !self.close_sent {
                                     self.claim();
-                                    let f = self.frame(frame::OP_PONG, &p);
-                                    if self.write_one(f).await.is_err() {
+                                    let frames: Vec<Vec<u8>> =
+                                        due.iter().map(|p| self.frame(frame::OP_PONG, p)).collect();
+                                    if self.write_bufs(&frames).await.is_err() {
                                         Self::abnormal(&sink, id);
                                         return;
                                     }
@@ -754,7 +866,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                                         return false
                                     }
                                     FromReader::Ended => return true,
-                                    FromReader::Pong(_) => {}
+                                    FromReader::Pong => {}
                                 }
                             }
                             true

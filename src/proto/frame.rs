@@ -30,8 +30,38 @@ pub fn header_len(masked: bool, payload_len: u64) -> usize {
     2 + ext + if masked { 4 } else { 0 }
 }
 
-/// Append a frame header to `out`. `mask` Some => MASK bit set and key
-/// appended. Uses the minimal 7/16/64-bit length form.
+/// A frame header in a fixed buffer: the bytes and how many are used.
+/// Uses the 7/16/64-bit length forms minimally (§5.2); `mask` Some sets the
+/// MASK bit and appends the key.
+pub fn header(
+    fin: bool,
+    opcode: u8,
+    mask: Option<[u8; 4]>,
+    payload_len: u64,
+) -> ([u8; MAX_HEADER_LEN], usize) {
+    let mut h = [0u8; MAX_HEADER_LEN];
+    h[0] = if fin { 0x80 } else { 0 } | (opcode & 0x0f);
+    let mbit = if mask.is_some() { 0x80 } else { 0 };
+    let mut n = 2;
+    if payload_len < 126 {
+        h[1] = mbit | payload_len as u8;
+    } else if payload_len <= 0xffff {
+        h[1] = mbit | 126;
+        h[2..4].copy_from_slice(&(payload_len as u16).to_be_bytes());
+        n = 4;
+    } else {
+        h[1] = mbit | 127;
+        h[2..10].copy_from_slice(&payload_len.to_be_bytes());
+        n = 10;
+    }
+    if let Some(k) = mask {
+        h[n..n + 4].copy_from_slice(&k);
+        n += 4;
+    }
+    (h, n)
+}
+
+/// Append a frame header to `out` (see `header`).
 pub fn encode_header(
     out: &mut Vec<u8>,
     fin: bool,
@@ -39,20 +69,8 @@ pub fn encode_header(
     mask: Option<[u8; 4]>,
     payload_len: u64,
 ) {
-    let b0 = if fin { 0x80 } else { 0 } | (opcode & 0x0f);
-    let mbit = if mask.is_some() { 0x80 } else { 0 };
-    if payload_len < 126 {
-        out.extend_from_slice(&[b0, mbit | payload_len as u8]);
-    } else if payload_len <= 0xffff {
-        out.extend_from_slice(&[b0, mbit | 126]);
-        out.extend_from_slice(&(payload_len as u16).to_be_bytes());
-    } else {
-        out.extend_from_slice(&[b0, mbit | 127]);
-        out.extend_from_slice(&payload_len.to_be_bytes());
-    }
-    if let Some(k) = mask {
-        out.extend_from_slice(&k);
-    }
+    let (h, n) = header(fin, opcode, mask, payload_len);
+    out.extend_from_slice(&h[..n]);
 }
 
 /// Append header + payload (masked when `mask` is Some) to `out`; the payload

@@ -5,7 +5,7 @@
 //! back through a mailbox and go out with Tcl_Write.
 
 use super::channel::lookup;
-use super::event::Mailbox;
+use super::event::{Consumer, Mailbox};
 use super::ffi::{self, Tcl_Channel};
 use super::interp::{Interp, TclError};
 use super::obj::Obj;
@@ -134,6 +134,18 @@ impl Inner {
     }
 }
 
+/// Delivers the engine's writes to the channel.
+struct Writes(std::rc::Weak<Inner>);
+
+impl Consumer<Outbound> for Writes {
+    fn deliver(&self, op: Outbound) {
+        if let Some(i) = self.0.upgrade() {
+            i.outbound(op);
+        }
+    }
+    fn batch_done(&self) {}
+}
+
 unsafe extern "C" fn channel_readable(cd: *mut c_void, _mask: c_int) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: cd is the Rc<Inner> leaked for the handler; keep it alive
@@ -212,13 +224,7 @@ pub fn start(
         closed: Cell::new(false),
         handler_data: Cell::new(std::ptr::null()),
     });
-    let weak = Rc::downgrade(&inner);
-    let consumer: Rc<dyn Fn(Outbound)> = Rc::new(move |op| {
-        if let Some(i) = weak.upgrade() {
-            i.outbound(op);
-        }
-    });
-    let mailbox = Mailbox::new(consumer);
+    let mailbox = Mailbox::new(Rc::new(Writes(Rc::downgrade(&inner))));
     *inner.mailbox.borrow_mut() = Some(mailbox.clone());
     let data = Rc::into_raw(inner.clone());
     inner.handler_data.set(data);

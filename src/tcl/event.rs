@@ -45,22 +45,29 @@ struct Queue<T> {
     closed: bool,
 }
 
+/// What a mailbox delivers to, on its owner's thread.
+pub trait Consumer<T> {
+    fn deliver(&self, item: T);
+    /// A run of deliveries is over (a good moment to flush what they wrote).
+    fn batch_done(&self);
+}
+
 /// The consumer runs on the owner thread only; it is kept apart from the
 /// shared part so the mailbox can be Send + Sync.
-struct Consumer<T>(RefCell<Option<Rc<dyn Fn(T)>>>);
+struct ConsumerCell<T>(RefCell<Option<Rc<dyn Consumer<T>>>>);
 // SAFETY: the cell is only touched on `Mailbox::owner`'s thread (checked).
-unsafe impl<T> Send for Consumer<T> {}
-unsafe impl<T> Sync for Consumer<T> {}
+unsafe impl<T> Send for ConsumerCell<T> {}
+unsafe impl<T> Sync for ConsumerCell<T> {}
 
 pub struct Mailbox<T: Send + 'static> {
     owner: ThreadId,
     queue: Mutex<Queue<T>>,
-    consumer: Consumer<T>,
+    consumer: ConsumerCell<T>,
 }
 
 impl<T: Send + 'static> Mailbox<T> {
     /// A mailbox owned by the calling thread, delivering to `consumer`.
-    pub fn new(consumer: Rc<dyn Fn(T)>) -> Arc<Self> {
+    pub fn new(consumer: Rc<dyn Consumer<T>>) -> Arc<Self> {
         Arc::new(Mailbox {
             owner: ThreadId::current(),
             queue: Mutex::new(Queue {
@@ -68,7 +75,7 @@ impl<T: Send + 'static> Mailbox<T> {
                 posted: false,
                 closed: false,
             }),
-            consumer: Consumer(RefCell::new(Some(consumer))),
+            consumer: ConsumerCell(RefCell::new(Some(consumer))),
         })
     }
 
@@ -155,10 +162,14 @@ impl<T: Send + 'static> Service for Mailbox<T> {
                 item
             };
             match item {
-                Some(item) => consumer(item),
-                None => return,
+                Some(item) => consumer.deliver(item),
+                None => {
+                    consumer.batch_done();
+                    return;
+                }
             }
         }
+        consumer.batch_done();
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if !q.items.is_empty() && !q.posted && !q.closed {
             q.posted = true;

@@ -138,4 +138,6 @@ extern "C" {
     pub fn ws_tcp_release_fd(chan: Tcl_Channel, fd: c_int) -> usize;
     pub fn ws_tcp_detach_state(chan: Tcl_Channel, fd_offset: usize) -> *mut c_void;
     pub fn ws_free_block(block: *mut c_void);
+    pub fn ws_do_when_idle(proc_: ExitProc, cd: *mut c_void);
+    pub fn ws_cancel_idle(proc_: ExitProc, cd: *mut c_void);
 }

@@ -9,7 +9,7 @@ pub mod interp;
 pub mod obj;
 pub mod utf;
 
-pub use event::{Mailbox, ThreadId};
+pub use event::{Consumer, Mailbox, ThreadId};
 pub use interp::{CmdResult, Interp, TclError};
 pub use obj::{Obj, ObjRef};
 
@@ -31,4 +31,16 @@ pub fn at_exit(f: unsafe extern "C" fn(*mut std::ffi::c_void)) {
 pub fn at_thread_exit(f: unsafe extern "C" fn(*mut std::ffi::c_void), data: *mut std::ffi::c_void) {
     // SAFETY: registering a static function with caller-owned data.
     unsafe { ffi::ws_create_thread_exit_handler(f, data) }
+}
+
+/// Runs `f(data)` once when the event loop is next idle (Tcl_DoWhenIdle).
+pub fn when_idle(f: unsafe extern "C" fn(*mut std::ffi::c_void), data: *mut std::ffi::c_void) {
+    // SAFETY: registering a static function with caller-owned data.
+    unsafe { ffi::ws_do_when_idle(f, data) }
+}
+
+/// Cancels a `when_idle` registration.
+pub fn cancel_idle(f: unsafe extern "C" fn(*mut std::ffi::c_void), data: *mut std::ffi::c_void) {
+    // SAFETY: as above.
+    unsafe { ffi::ws_cancel_idle(f, data) }
 }

@@ -194,6 +194,8 @@ void ws_create_timer(int ms, Tcl_TimerProc *proc, void *cd, void **token) {
     *token = (void *)Tcl_CreateTimerHandler(ms, proc, cd);
 }
 void ws_delete_timer(void *token) { Tcl_DeleteTimerHandler((Tcl_TimerToken)token); }
+void ws_do_when_idle(Tcl_IdleProc *proc, void *cd) { Tcl_DoWhenIdle(proc, cd); }
+void ws_cancel_idle(Tcl_IdleProc *proc, void *cd) { Tcl_CancelIdleCall(proc, cd); }
 
 /*
  * Taking a "tcp" channel's socket away from Tcl. Tcl names a socket after its
