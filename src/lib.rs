@@ -6,10 +6,12 @@
 //! - `engine`: tokio tasks per connection and the transports.
 //! - `tcl`: the binding layer (C shim over the stubs table, event bridge).
 //! - `commands`: the `::websocket::*` commands.
+//! - `sys`: the few OS calls beyond std and tokio.
 
 pub mod commands;
 pub mod engine;
 pub mod proto;
+pub mod sys;
 pub mod tcl;
 
 use std::os::raw::{c_int, c_void};

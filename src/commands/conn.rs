@@ -13,15 +13,16 @@ use crate::proto::Role;
 use crate::tcl::{bridge, channel};
 use crate::tcl::{CmdResult, Interp, Obj, ObjRef, TclError};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 fn sock_addrs(fd: &std::os::fd::OwnedFd) -> (Option<SocketAddr>, Option<SocketAddr>) {
-    let s = std::mem::ManuallyDrop::new(
-        // SAFETY: borrowed view of our own fd, never closed through this handle.
-        unsafe { <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd.as_raw_fd()) },
-    );
-    (s.peer_addr().ok(), s.local_addr().ok())
+    match fd.try_clone() {
+        Ok(dup) => {
+            let s = std::net::TcpStream::from(dup);
+            (s.peer_addr().ok(), s.local_addr().ok())
+        }
+        Err(_) => (None, None),
+    }
 }
 
 /// Takes channel `sock` into the engine and reports `connect` with `info`.
@@ -196,65 +197,6 @@ pub fn close(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     Ok(None)
 }
 
-fn host_name(addr: &SocketAddr) -> String {
-    let ip = addr.ip();
-    let (sa, len): (libc::sockaddr_storage, libc::socklen_t) = {
-        // SAFETY: zeroed storage filled for the address family we write.
-        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let len = match addr {
-            SocketAddr::V4(a) => {
-                let sin = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as _,
-                    sin_port: a.port().to_be(),
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from_ne_bytes(a.ip().octets()),
-                    },
-                    sin_zero: [0; 8],
-                };
-                // SAFETY: sockaddr_in fits in sockaddr_storage.
-                unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in, sin) };
-                std::mem::size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(a) => {
-                let sin6 = libc::sockaddr_in6 {
-                    sin6_family: libc::AF_INET6 as _,
-                    sin6_port: a.port().to_be(),
-                    sin6_flowinfo: a.flowinfo(),
-                    sin6_addr: libc::in6_addr {
-                        s6_addr: a.ip().octets(),
-                    },
-                    sin6_scope_id: a.scope_id(),
-                };
-                // SAFETY: sockaddr_in6 fits in sockaddr_storage.
-                unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in6, sin6) };
-                std::mem::size_of::<libc::sockaddr_in6>()
-            }
-        };
-        (ss, len as libc::socklen_t)
-    };
-    let mut host = [0 as libc::c_char; 1025];
-    // SAFETY: valid address and output buffer.
-    let r = unsafe {
-        libc::getnameinfo(
-            &sa as *const _ as *const libc::sockaddr,
-            len,
-            host.as_mut_ptr(),
-            host.len() as _,
-            std::ptr::null_mut(),
-            0,
-            0,
-        )
-    };
-    if r == 0 {
-        // SAFETY: getnameinfo wrote a NUL-terminated string.
-        unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) }
-            .to_string_lossy()
-            .into_owned()
-    } else {
-        ip.to_string()
-    }
-}
-
 /// `conninfo sock what`
 pub fn conninfo(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
     if objv.len() != 3 {
@@ -270,13 +212,13 @@ pub fn conninfo(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let value = if glob_match("peer*", &w, false) {
         Obj::string(
             &c.peer
-                .map(|a| host_name(&a))
+                .map(|a| crate::sys::host_name(&a))
                 .unwrap_or_else(|| "0.0.0.0".into()),
         )
     } else if w == "sockname" || w == "name" {
         Obj::string(
             &c.local
-                .map(|a| host_name(&a))
+                .map(|a| crate::sys::host_name(&a))
                 .unwrap_or_else(|| "127.0.0.1".into()),
         )
     } else if glob_match("close*", &w, false) {
@@ -326,7 +268,7 @@ pub fn find(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
         let host_ok = glob_match(&host, &ip, false)
             || (host != "*"
                 && c.peer
-                    .map(|a| glob_match(&host, &host_name(&a), false))
+                    .map(|a| glob_match(&host, &crate::sys::host_name(&a), false))
                     .unwrap_or(false))
             || host == "*";
         if host_ok && glob_match(&port, &prt, false) {

@@ -43,29 +43,12 @@ pub fn enabled(level: Level) -> bool {
     level as usize >= CURRENT.load(Ordering::Relaxed)
 }
 
-fn clock_format_now() -> String {
-    // SAFETY: localtime_r and strftime write into our buffers only.
-    unsafe {
-        let t = libc::time(std::ptr::null_mut());
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&t, &mut tm);
-        let mut buf = [0u8; 64];
-        let n = libc::strftime(
-            buf.as_mut_ptr() as *mut libc::c_char,
-            buf.len(),
-            c"%a %b %d %H:%M:%S %Z %Y".as_ptr(),
-            &tm,
-        );
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
-}
-
 /// Writes one log line if `level` is enabled. Call on an interpreter thread.
 pub fn log(level: Level, text: &str) {
     if enabled(level) {
         write_stdout(&format!(
             "[{}] [websocket] [{}] '{}'\n",
-            clock_format_now(),
+            crate::sys::local_time(),
             LEVELS[level as usize],
             text
         ));

@@ -19,7 +19,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
-use std::os::raw::c_void;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
@@ -204,12 +203,14 @@ pub struct State {
     delivering: Cell<u32>,
     /// Connections holding frames sent during a delivery, not yet written.
     corked: RefCell<Vec<String>>,
-    /// A flush is registered with Tcl_DoWhenIdle.
-    idle_flush: Cell<bool>,
+    /// The flush registered for idle time, if any.
+    idle_flush: RefCell<Option<crate::tcl::callback::IdleCall>>,
     /// Channels served through the Tcl-channel transport, closed with the interpreter.
     pub bridges: RefCell<Vec<crate::tcl::bridge::Bridge>>,
     pub keys: RefCell<MaskKeys>,
     shut: Cell<bool>,
+    /// This State, for callbacks that must not keep it alive.
+    me: Weak<State>,
 }
 
 struct MailboxSink(Arc<Inbox>);
@@ -272,10 +273,16 @@ impl State {
     pub fn cork(&self, name: &str, conn: &mut Conn, header: &[u8], payload: &[u8]) {
         if conn.cork.is_empty() {
             self.corked.borrow_mut().push(name.to_string());
-            if !self.idle_flush.replace(true) {
+            let mut idle = self.idle_flush.borrow_mut();
+            if !idle.as_ref().is_some_and(|c| c.is_pending()) {
                 // A handler that enters a nested event loop (vwait, update)
                 // must not hold its replies back: flush when Tcl goes idle.
-                crate::tcl::when_idle(idle_flush, self as *const State as *mut c_void);
+                let me = self.me.clone();
+                *idle = Some(crate::tcl::callback::when_idle(Box::new(move || {
+                    if let Some(st) = me.upgrade() {
+                        st.flush_corked();
+                    }
+                })));
             }
         }
         conn.cork.extend_from_slice(header);
@@ -413,8 +420,8 @@ impl State {
         if self.shut.replace(true) {
             return;
         }
-        if self.idle_flush.replace(false) {
-            crate::tcl::cancel_idle(idle_flush, self as *const State as *mut c_void);
+        if let Some(call) = self.idle_flush.borrow_mut().take() {
+            call.cancel();
         }
         self.mailbox.close();
         let conns: Vec<Conn> = self.conns.borrow_mut().drain().map(|(_, c)| c).collect();
@@ -559,59 +566,25 @@ impl Consumer<(u64, Event)> for Delivery {
     }
 }
 
-unsafe extern "C" fn idle_flush(data: *mut c_void) {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // SAFETY: registered by State::cork with the State's address; the
-        // registration is cancelled in State::shutdown before it goes away.
-        let st = &*(data as *const State);
-        st.idle_flush.set(false);
-        st.flush_corked();
-    }));
-}
-
-unsafe extern "C" fn interp_deleted(
-    data: *mut c_void,
-    _interp: *mut crate::tcl::interp::RawInterp,
-) {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // SAFETY: the Rc leaked in init, reclaimed once here.
-        let state = Rc::from_raw(data as *const State);
-        state.shutdown();
-    }));
-}
-
-unsafe extern "C" fn process_exit(_: *mut c_void) {
-    let _ = std::panic::catch_unwind(|| {
-        if engine::conn::close_all() > 0 {
-            // Let the writers put the close frames on the wire.
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        engine::runtime::shutdown();
-    });
-}
-
-fn raise_fd_limit() {
-    // SAFETY: plain getrlimit/setrlimit on our own process.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
+fn process_exit() {
+    if engine::conn::close_all() > 0 {
+        // Let the writers put the close frames on the wire.
+        std::thread::sleep(Duration::from_millis(100));
     }
+    engine::runtime::shutdown();
 }
 
 /// Sets up the package in `interp`: state, commands, `package provide`.
 pub fn init(interp: Interp) -> Result<(), TclError> {
     static PROCESS: Once = Once::new();
     PROCESS.call_once(|| {
-        raise_fd_limit();
-        crate::tcl::at_exit(process_exit);
+        crate::sys::raise_fd_limit();
+        crate::tcl::callback::at_exit(process_exit);
     });
 
     let state = Rc::new_cyclic(|weak: &Weak<State>| {
         let weak = weak.clone();
-        let consumer: Rc<dyn Consumer<(u64, Event)>> = Rc::new(Delivery(weak));
+        let consumer: Rc<dyn Consumer<(u64, Event)>> = Rc::new(Delivery(weak.clone()));
         State {
             interp,
             mailbox: Mailbox::new(consumer),
@@ -620,15 +593,17 @@ pub fn init(interp: Interp) -> Result<(), TclError> {
             kinds: KIND_NAMES.iter().map(|k| Obj::string(k)).collect(),
             delivering: Cell::new(0),
             corked: RefCell::new(Vec::new()),
-            idle_flush: Cell::new(false),
+            idle_flush: RefCell::new(None),
             servers: RefCell::new(HashMap::new()),
             pending: RefCell::new(HashMap::new()),
             bridges: RefCell::new(Vec::new()),
             keys: RefCell::new(MaskKeys::new()),
             shut: Cell::new(false),
+            me: weak,
         }
     });
-    interp.call_when_deleted(interp_deleted, Rc::into_raw(state.clone()) as *mut c_void);
+    let owned = state.clone();
+    crate::tcl::callback::on_delete(interp, Box::new(move || owned.shutdown()));
 
     type F = fn(&State, Interp, &[ObjRef]) -> crate::tcl::CmdResult;
     let commands: &[(&str, F)] = &[

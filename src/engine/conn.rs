@@ -688,9 +688,11 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     async fn shutdown(&mut self) {
         match &mut self.out {
             Output::Tcp(s) => {
-                let fd = std::os::fd::AsRawFd::as_raw_fd(s.as_ref());
-                // SAFETY: the socket is open (we hold it); shutdown only sends FIN.
-                unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+                // A duplicate of the fd, to reach std's shutdown (FIN only).
+                use std::os::fd::AsFd;
+                if let Ok(fd) = s.as_fd().try_clone_to_owned() {
+                    let _ = std::net::TcpStream::from(fd).shutdown(std::net::Shutdown::Write);
+                }
             }
             Output::Stream(w) => {
                 let _ = w.shutdown().await;

@@ -17,7 +17,6 @@ pub type Tcl_Channel = *mut c_void;
 pub const TCL_OK: c_int = 0;
 pub const TCL_ERROR: c_int = 1;
 pub const TCL_READABLE: c_int = 1 << 1;
-pub const TCL_WRITABLE: c_int = 1 << 2;
 
 pub type ObjCmdProc = unsafe extern "C" fn(
     cd: *mut c_void,
@@ -29,19 +28,15 @@ pub type CmdDeleteProc = unsafe extern "C" fn(cd: *mut c_void);
 pub type InterpDeleteProc = unsafe extern "C" fn(cd: *mut c_void, interp: *mut Tcl_Interp);
 pub type ExitProc = unsafe extern "C" fn(cd: *mut c_void);
 pub type ChannelProc = unsafe extern "C" fn(cd: *mut c_void, mask: c_int);
-pub type TimerProc = unsafe extern "C" fn(cd: *mut c_void);
 
 extern "C" {
     pub fn ws_init_stubs(interp: *mut Tcl_Interp) -> c_int;
 
     pub fn ws_incr(o: *mut Tcl_Obj);
     pub fn ws_decr(o: *mut Tcl_Obj);
-    pub fn ws_is_shared(o: *mut Tcl_Obj) -> c_int;
     pub fn ws_new_obj() -> *mut Tcl_Obj;
-    pub fn ws_new_string(s: *const c_char, n: isize) -> *mut Tcl_Obj;
     pub fn ws_new_string_uninit(n: isize, out: *mut *mut Tcl_Obj) -> *mut c_char;
     pub fn ws_new_bytearray(b: *const c_uchar, n: isize) -> *mut Tcl_Obj;
-    pub fn ws_new_bytearray_uninit(n: isize, out: *mut *mut Tcl_Obj) -> *mut c_uchar;
     pub fn ws_get_string(o: *mut Tcl_Obj, n: *mut isize) -> *const c_char;
     pub fn ws_get_bytearray(o: *mut Tcl_Obj, n: *mut isize) -> *mut c_uchar;
     pub fn ws_new_wide(v: i64) -> *mut Tcl_Obj;
@@ -49,7 +44,6 @@ extern "C" {
     pub fn ws_get_boolean(interp: *mut Tcl_Interp, o: *mut Tcl_Obj, v: *mut c_int) -> c_int;
     pub fn ws_get_double(interp: *mut Tcl_Interp, o: *mut Tcl_Obj, v: *mut f64) -> c_int;
     pub fn ws_new_list(n: isize, objv: *const *mut Tcl_Obj) -> *mut Tcl_Obj;
-    pub fn ws_list_append(interp: *mut Tcl_Interp, list: *mut Tcl_Obj, e: *mut Tcl_Obj) -> c_int;
     pub fn ws_list_elements(
         interp: *mut Tcl_Interp,
         list: *mut Tcl_Obj,
@@ -86,7 +80,6 @@ extern "C" {
     ) -> *mut c_void;
     pub fn ws_call_when_deleted(interp: *mut Tcl_Interp, proc_: InterpDeleteProc, cd: *mut c_void);
     pub fn ws_create_exit_handler(proc_: ExitProc, cd: *mut c_void);
-    pub fn ws_create_thread_exit_handler(proc_: ExitProc, cd: *mut c_void);
     pub fn ws_get_var(interp: *mut Tcl_Interp, name: *const c_char) -> *mut Tcl_Obj;
     pub fn ws_write_stdout(s: *const c_char, n: isize);
 
@@ -101,7 +94,6 @@ extern "C" {
     ) -> Tcl_Channel;
     pub fn ws_get_channel_fd(chan: Tcl_Channel, direction: c_int, fd: *mut c_int) -> c_int;
     pub fn ws_channel_type_name(chan: Tcl_Channel) -> *const c_char;
-    pub fn ws_channel_name(chan: Tcl_Channel) -> *const c_char;
     pub fn ws_channel_is_stacked(chan: Tcl_Channel) -> c_int;
     pub fn ws_set_channel_option(
         interp: *mut Tcl_Interp,
@@ -109,23 +101,13 @@ extern "C" {
         opt: *const c_char,
         val: *const c_char,
     ) -> c_int;
-    pub fn ws_get_channel_option(
-        interp: *mut Tcl_Interp,
-        chan: Tcl_Channel,
-        opt: *const c_char,
-    ) -> *mut Tcl_Obj;
     pub fn ws_flush(chan: Tcl_Channel) -> c_int;
     pub fn ws_input_buffered(chan: Tcl_Channel) -> isize;
     pub fn ws_read(chan: Tcl_Channel, buf: *mut c_char, n: isize) -> isize;
-    pub fn ws_read_raw(chan: Tcl_Channel, buf: *mut c_char, n: isize) -> isize;
     pub fn ws_write(chan: Tcl_Channel, buf: *const c_char, n: isize) -> isize;
     pub fn ws_eof(chan: Tcl_Channel) -> c_int;
-    pub fn ws_input_blocked(chan: Tcl_Channel) -> c_int;
-    pub fn ws_get_errno() -> c_int;
     pub fn ws_register_channel(interp: *mut Tcl_Interp, chan: Tcl_Channel);
     pub fn ws_unregister_channel(interp: *mut Tcl_Interp, chan: Tcl_Channel) -> c_int;
-    pub fn ws_detach_channel(interp: *mut Tcl_Interp, chan: Tcl_Channel) -> c_int;
-    pub fn ws_is_channel_registered(interp: *mut Tcl_Interp, chan: Tcl_Channel) -> c_int;
     pub fn ws_create_channel_handler(
         chan: Tcl_Channel,
         mask: c_int,
@@ -133,8 +115,6 @@ extern "C" {
         cd: *mut c_void,
     );
     pub fn ws_delete_channel_handler(chan: Tcl_Channel, proc_: ChannelProc, cd: *mut c_void);
-    pub fn ws_create_timer(ms: c_int, proc_: TimerProc, cd: *mut c_void, token: *mut *mut c_void);
-    pub fn ws_delete_timer(token: *mut c_void);
     pub fn ws_tcp_release_fd(chan: Tcl_Channel, fd: c_int) -> usize;
     pub fn ws_tcp_detach_state(chan: Tcl_Channel, fd_offset: usize) -> *mut c_void;
     pub fn ws_free_block(block: *mut c_void);

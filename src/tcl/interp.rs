@@ -38,9 +38,6 @@ impl TclError {
 
 pub type CmdResult = Result<Option<Obj>, TclError>;
 
-/// The raw interpreter type, for callbacks registered with `call_when_deleted`.
-pub type RawInterp = Tcl_Interp;
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Interp(*mut Tcl_Interp);
 
@@ -179,16 +176,6 @@ impl Interp {
                 Some(delete_command::<T>),
             );
         }
-    }
-
-    /// Calls `f(data)` when the interpreter is deleted.
-    pub fn call_when_deleted(
-        &self,
-        f: unsafe extern "C" fn(*mut c_void, *mut Tcl_Interp),
-        data: *mut c_void,
-    ) {
-        // SAFETY: live interp.
-        unsafe { ffi::ws_call_when_deleted(self.0, f, data) }
     }
 
     /// A global variable's value, if set.

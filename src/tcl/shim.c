@@ -20,9 +20,7 @@ int ws_init_stubs(Tcl_Interp *interp) {
 /* ---- objects ---- */
 void ws_incr(Tcl_Obj *o) { Tcl_IncrRefCount(o); }
 void ws_decr(Tcl_Obj *o) { Tcl_DecrRefCount(o); }
-int ws_is_shared(Tcl_Obj *o) { return Tcl_IsShared(o); }
 Tcl_Obj *ws_new_obj(void) { return Tcl_NewObj(); }
-Tcl_Obj *ws_new_string(const char *s, ptrdiff_t n) { return Tcl_NewStringObj(s, (int)n); }
 /* A string object of n bytes whose contents the caller writes (Tcl's internal UTF-8). */
 char *ws_new_string_uninit(ptrdiff_t n, Tcl_Obj **out) {
     Tcl_Obj *o = Tcl_NewObj();
@@ -31,12 +29,6 @@ char *ws_new_string_uninit(ptrdiff_t n, Tcl_Obj **out) {
     return o->bytes;
 }
 Tcl_Obj *ws_new_bytearray(const unsigned char *b, ptrdiff_t n) { return Tcl_NewByteArrayObj(b, (int)n); }
-unsigned char *ws_new_bytearray_uninit(ptrdiff_t n, Tcl_Obj **out) {
-    Tcl_Obj *o = Tcl_NewByteArrayObj(NULL, 0);
-    unsigned char *p = Tcl_SetByteArrayLength(o, (int)n);
-    *out = o;
-    return p;
-}
 const char *ws_get_string(Tcl_Obj *o, ptrdiff_t *n) {
     int len = 0;
     const char *s = Tcl_GetStringFromObj(o, &len);
@@ -59,7 +51,6 @@ int ws_get_wide(Tcl_Interp *interp, Tcl_Obj *o, long long *v) {
 int ws_get_boolean(Tcl_Interp *interp, Tcl_Obj *o, int *v) { return Tcl_GetBooleanFromObj(interp, o, v); }
 int ws_get_double(Tcl_Interp *interp, Tcl_Obj *o, double *v) { return Tcl_GetDoubleFromObj(interp, o, v); }
 Tcl_Obj *ws_new_list(ptrdiff_t n, Tcl_Obj *const *objv) { return Tcl_NewListObj((int)n, objv); }
-int ws_list_append(Tcl_Interp *interp, Tcl_Obj *list, Tcl_Obj *e) { return Tcl_ListObjAppendElement(interp, list, e); }
 int ws_list_elements(Tcl_Interp *interp, Tcl_Obj *list, ptrdiff_t *n, Tcl_Obj ***elems) {
     int c = 0;
     int r = Tcl_ListObjGetElements(interp, list, &c, elems);
@@ -91,7 +82,6 @@ void ws_call_when_deleted(Tcl_Interp *interp, Tcl_InterpDeleteProc *proc, void *
     Tcl_CallWhenDeleted(interp, proc, cd);
 }
 void ws_create_exit_handler(Tcl_ExitProc *proc, void *cd) { Tcl_CreateExitHandler(proc, cd); }
-void ws_create_thread_exit_handler(Tcl_ExitProc *proc, void *cd) { Tcl_CreateThreadExitHandler(proc, cd); }
 Tcl_Obj *ws_get_var(Tcl_Interp *interp, const char *name) {
     return Tcl_GetVar2Ex(interp, name, NULL, TCL_GLOBAL_ONLY);
 }
@@ -156,44 +146,23 @@ const char *ws_channel_type_name(Tcl_Channel chan) {
     const Tcl_ChannelType *t = Tcl_GetChannelType(Tcl_GetTopChannel(chan));
     return t ? t->typeName : "";
 }
-const char *ws_channel_name(Tcl_Channel chan) { return Tcl_GetChannelName(chan); }
 int ws_channel_is_stacked(Tcl_Channel chan) { return Tcl_GetTopChannel(chan) != chan; }
 int ws_set_channel_option(Tcl_Interp *interp, Tcl_Channel chan, const char *opt, const char *val) {
     return Tcl_SetChannelOption(interp, chan, opt, val);
 }
-/* Returns a new object with the option's value, or NULL on error. */
-Tcl_Obj *ws_get_channel_option(Tcl_Interp *interp, Tcl_Channel chan, const char *opt) {
-    Tcl_DString ds;
-    Tcl_Obj *o = NULL;
-    Tcl_DStringInit(&ds);
-    if (Tcl_GetChannelOption(interp, chan, opt, &ds) == TCL_OK) {
-        o = Tcl_NewStringObj(Tcl_DStringValue(&ds), Tcl_DStringLength(&ds));
-    }
-    Tcl_DStringFree(&ds);
-    return o;
-}
 int ws_flush(Tcl_Channel chan) { return Tcl_Flush(chan); }
 ptrdiff_t ws_input_buffered(Tcl_Channel chan) { return Tcl_InputBuffered(chan); }
 ptrdiff_t ws_read(Tcl_Channel chan, char *buf, ptrdiff_t n) { return Tcl_Read(chan, buf, (int)n); }
-ptrdiff_t ws_read_raw(Tcl_Channel chan, char *buf, ptrdiff_t n) { return Tcl_ReadRaw(chan, buf, (int)n); }
 ptrdiff_t ws_write(Tcl_Channel chan, const char *buf, ptrdiff_t n) { return Tcl_Write(chan, buf, (int)n); }
 int ws_eof(Tcl_Channel chan) { return Tcl_Eof(chan); }
-int ws_input_blocked(Tcl_Channel chan) { return Tcl_InputBlocked(chan); }
-int ws_get_errno(void) { return Tcl_GetErrno(); }
 void ws_register_channel(Tcl_Interp *interp, Tcl_Channel chan) { Tcl_RegisterChannel(interp, chan); }
 int ws_unregister_channel(Tcl_Interp *interp, Tcl_Channel chan) { return Tcl_UnregisterChannel(interp, chan); }
-int ws_detach_channel(Tcl_Interp *interp, Tcl_Channel chan) { return Tcl_DetachChannel(interp, chan); }
-int ws_is_channel_registered(Tcl_Interp *interp, Tcl_Channel chan) { return Tcl_IsChannelRegistered(interp, chan); }
 void ws_create_channel_handler(Tcl_Channel chan, int mask, Tcl_ChannelProc *proc, void *cd) {
     Tcl_CreateChannelHandler(chan, mask, proc, cd);
 }
 void ws_delete_channel_handler(Tcl_Channel chan, Tcl_ChannelProc *proc, void *cd) {
     Tcl_DeleteChannelHandler(chan, proc, cd);
 }
-void ws_create_timer(int ms, Tcl_TimerProc *proc, void *cd, void **token) {
-    *token = (void *)Tcl_CreateTimerHandler(ms, proc, cd);
-}
-void ws_delete_timer(void *token) { Tcl_DeleteTimerHandler((Tcl_TimerToken)token); }
 void ws_do_when_idle(Tcl_IdleProc *proc, void *cd) { Tcl_DoWhenIdle(proc, cd); }
 void ws_cancel_idle(Tcl_IdleProc *proc, void *cd) { Tcl_CancelIdleCall(proc, cd); }
 

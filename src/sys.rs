@@ -1,0 +1,98 @@
+//! The few operating-system calls the package makes beyond std and tokio:
+//! reverse name lookup, local time, the open-files limit.
+
+use std::net::SocketAddr;
+
+/// The host name of an address (getnameinfo, as Tcl's `-peername` gives),
+/// or the address itself when it has none.
+pub fn host_name(addr: &SocketAddr) -> String {
+    // SAFETY: zeroed storage large enough for either family; we write the
+    // family's sockaddr into it and pass its true length.
+    let (storage, len) = unsafe {
+        let mut ss: libc::sockaddr_storage = std::mem::zeroed();
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin = &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in);
+                sin.sin_family = libc::AF_INET as _;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6);
+                sin6.sin6_family = libc::AF_INET6 as _;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_flowinfo = a.flowinfo();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                sin6.sin6_scope_id = a.scope_id();
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        (ss, len as libc::socklen_t)
+    };
+    let mut host = [0 as libc::c_char; 1025];
+    // SAFETY: valid address of `len` bytes and a NUL-terminated output buffer.
+    let r = unsafe {
+        libc::getnameinfo(
+            &storage as *const _ as *const libc::sockaddr,
+            len,
+            host.as_mut_ptr(),
+            host.len() as _,
+            std::ptr::null_mut(),
+            0,
+            0,
+        )
+    };
+    if r == 0 {
+        // SAFETY: getnameinfo wrote a NUL-terminated string.
+        unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    } else {
+        addr.ip().to_string()
+    }
+}
+
+/// The local time as Tcl's `clock format [clock seconds]` writes it.
+pub fn local_time() -> String {
+    // SAFETY: localtime_r and strftime write only into our buffers.
+    unsafe {
+        let t = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&t, &mut tm);
+        let mut buf = [0u8; 64];
+        let n = libc::strftime(
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+            c"%a %b %d %H:%M:%S %Z %Y".as_ptr(),
+            &tm,
+        );
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+/// Raises the open-files limit to its hard maximum (10,000 connections
+/// need more than the usual 1024).
+pub fn raise_fd_limit() {
+    // SAFETY: plain getrlimit/setrlimit on our own process.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_has_a_name_or_its_address() {
+        let n = host_name(&"127.0.0.1:80".parse().unwrap());
+        assert!(!n.is_empty());
+        let t = local_time();
+        assert!(t.len() > 20, "{t}");
+    }
+}
