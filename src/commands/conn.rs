@@ -7,7 +7,7 @@ use super::{
 };
 use crate::engine::bridge as bridge_engine;
 use crate::engine::client;
-use crate::engine::conn::{self as engine_conn, Cmd, Options};
+use crate::engine::conn::{self as engine_conn, Cmd, Options, Setup};
 use crate::proto::close;
 use crate::proto::Role;
 use crate::tcl::{bridge, channel};
@@ -51,15 +51,15 @@ pub fn attach_socket(
             (conn.peer, conn.local) = sock_addrs(&taken.fd);
             conn.held = Some(taken.held);
             st.register(sock, conn);
-            client::spawn_taken(
-                taken.fd,
-                taken.buffered,
+            let setup = Setup {
+                buffered: taken.buffered,
                 preamble,
                 opts,
                 id,
-                st.sink(),
+                sink: st.sink(),
                 inbox,
-            );
+            };
+            client::spawn_taken(taken.fd, setup);
         }
         channel::ChannelKind::Other(_) => {
             (conn.peer, conn.local) = channel_addrs(interp, sock);
@@ -71,7 +71,15 @@ pub fn attach_socket(
             st.bridges.borrow_mut().push(tcl_side);
             st.register(sock, conn);
             let stream = bridge_engine::BridgeStream::new(input, Arc::new(Outlet(writer)));
-            client::spawn_bridged(stream, buffered, preamble, opts, id, st.sink(), inbox);
+            let setup = Setup {
+                buffered,
+                preamble,
+                opts,
+                id,
+                sink: st.sink(),
+                inbox,
+            };
+            client::spawn_bridged(stream, setup);
         }
     }
     st.push(sock, Kind::Connect, info);

@@ -1,7 +1,7 @@
 //! The client side: resolve, connect, TLS, opening handshake (RFC 6455 §4.1),
 //! then hand over to `conn::run`.
 
-use super::conn::{self, Cmd, Inbox, Options};
+use super::conn::{self, Cmd, Inbox, Options, Setup};
 use super::tls::{self, TlsSettings};
 use super::{Event, Sink};
 use crate::proto::handshake;
@@ -299,13 +299,17 @@ pub fn spawn(req: Request, mut opts: Options, id: u64, sink: Arc<dyn Sink>, mut 
                         local: e.local,
                     },
                 );
+                let setup = Setup {
+                    buffered: e.leftover,
+                    preamble: Vec::new(),
+                    opts,
+                    id,
+                    sink,
+                    inbox,
+                };
                 match e.stream {
-                    Transport::Tcp(s) => {
-                        conn::run_tcp(s, e.leftover, Vec::new(), opts, id, sink, inbox).await
-                    }
-                    Transport::Tls(s) => {
-                        conn::run_stream(s, e.leftover, Vec::new(), opts, id, sink, inbox).await
-                    }
+                    Transport::Tcp(s) => conn::run_tcp(s, setup).await,
+                    Transport::Tls(s) => conn::run_stream(s, setup).await,
                 }
             }
         }
@@ -313,39 +317,21 @@ pub fn spawn(req: Request, mut opts: Options, id: u64, sink: Arc<dyn Sink>, mut 
 }
 
 /// Runs a connection over a Tcl-channel bridge.
-pub fn spawn_bridged(
-    stream: super::bridge::BridgeStream,
-    buffered: Vec<u8>,
-    preamble: Vec<u8>,
-    opts: Options,
-    id: u64,
-    sink: Arc<dyn Sink>,
-    inbox: Inbox,
-) {
-    super::runtime::handle().spawn(conn::run_stream(
-        stream, buffered, preamble, opts, id, sink, inbox,
-    ));
+pub fn spawn_bridged(stream: super::bridge::BridgeStream, setup: Setup) {
+    super::runtime::handle().spawn(conn::run_stream(stream, setup));
 }
 
 /// Runs a connection on a socket taken over from Tcl.
-pub fn spawn_taken(
-    fd: std::os::fd::OwnedFd,
-    buffered: Vec<u8>,
-    preamble: Vec<u8>,
-    opts: Options,
-    id: u64,
-    sink: Arc<dyn Sink>,
-    inbox: Inbox,
-) {
+pub fn spawn_taken(fd: std::os::fd::OwnedFd, setup: Setup) {
     super::runtime::handle().spawn(async move {
         let std_stream = std::net::TcpStream::from(fd);
         let stream = std_stream
             .set_nonblocking(true)
             .and_then(|_| TcpStream::from_std(std_stream));
         match stream {
-            Ok(s) => conn::run_tcp(s, buffered, preamble, opts, id, sink, inbox).await,
-            Err(e) => sink.emit(
-                id,
+            Ok(s) => conn::run_tcp(s, setup).await,
+            Err(e) => setup.sink.emit(
+                setup.id,
                 Event::Closed {
                     code: crate::proto::close::ABNORMAL,
                     reason: format!("cannot use the socket: {e}"),

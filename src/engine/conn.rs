@@ -302,70 +302,55 @@ enum FromReader {
     Ended,
 }
 
+/// Everything a connection starts with besides its transport.
+pub struct Setup {
+    /// Bytes already read from the peer (after the handshake).
+    pub buffered: Vec<u8>,
+    /// Bytes to write before anything else (a 101 answer).
+    pub preamble: Vec<u8>,
+    pub opts: Options,
+    pub id: u64,
+    pub sink: Arc<dyn Sink>,
+    pub inbox: Inbox,
+}
+
 /// Runs a connection over plain TCP (taken from Tcl or opened by `open`).
-pub async fn run_tcp(
-    stream: TcpStream,
-    buffered: Vec<u8>,
-    preamble: Vec<u8>,
-    opts: Options,
-    id: u64,
-    sink: Arc<dyn Sink>,
-    inbox: Inbox,
-) {
+pub async fn run_tcp(stream: TcpStream, setup: Setup) {
     let _ = stream.set_nodelay(true);
     let stream = Arc::new(stream);
     {
-        let mut d = inbox.shared.direct();
+        let mut d = setup.inbox.shared.direct();
         d.stream = Some(stream.clone());
         // Until the writer releases it: the preamble (a 101 answer) and
         // anything the owner queued before now must leave first.
         d.pending = true;
     }
-    let input = Input::Tcp(stream.clone());
-    let output = Output::<WriteHalf<TcpStream>>::Tcp(stream);
-    drive(input, output, buffered, preamble, opts, id, sink, inbox).await;
+    let output = Output::<WriteHalf<TcpStream>>::Tcp(stream.clone());
+    drive(Input::Tcp(stream), output, setup).await;
 }
 
 /// Runs a connection over any byte stream (TLS, a Tcl channel).
-pub async fn run_stream<S>(
-    stream: S,
-    buffered: Vec<u8>,
-    preamble: Vec<u8>,
-    opts: Options,
-    id: u64,
-    sink: Arc<dyn Sink>,
-    inbox: Inbox,
-) where
+pub async fn run_stream<S>(stream: S, setup: Setup)
+where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (r, w) = tokio::io::split(stream);
     let input = Input::Stream(r, vec![0u8; STREAM_READ_BUF]);
-    drive(
-        input,
-        Output::Stream(w),
+    drive(input, Output::Stream(w), setup).await;
+}
+
+async fn drive<S>(input: Input<S>, output: Output<WriteHalf<S>>, setup: Setup)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let Setup {
         buffered,
         preamble,
         opts,
         id,
         sink,
         inbox,
-    )
-    .await;
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn drive<S>(
-    input: Input<S>,
-    output: Output<WriteHalf<S>>,
-    buffered: Vec<u8>,
-    preamble: Vec<u8>,
-    opts: Options,
-    id: u64,
-    sink: Arc<dyn Sink>,
-    inbox: Inbox,
-) where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
+    } = setup;
     let (to_writer, from_reader) = queue::queue();
     let shared = inbox.shared.clone();
     shared.touch();

@@ -4,13 +4,11 @@
 //! its readable handler forwards what arrives, and the engine's writes come
 //! back through a mailbox and go out with Tcl_Write.
 
-use super::channel::lookup;
+use super::channel::{detach_from_script, lookup, set_option};
 use super::event::{Consumer, Mailbox};
 use super::ffi::{self, Tcl_Channel};
 use super::interp::{Interp, TclError};
-use super::obj::Obj;
 use std::cell::{Cell, RefCell};
-use std::ffi::CString;
 use std::os::raw::{c_int, c_void};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -168,18 +166,6 @@ impl Bridge {
     }
 }
 
-fn set_option(interp: Interp, chan: Tcl_Channel, opt: &str, val: &str) -> Result<(), TclError> {
-    let o = CString::new(opt).expect("no NUL");
-    let v = CString::new(val).expect("no NUL");
-    // SAFETY: live channel and interp.
-    if unsafe { ffi::ws_set_channel_option(interp.as_ptr(), chan, o.as_ptr(), v.as_ptr()) }
-        != ffi::TCL_OK
-    {
-        return Err(TclError::InInterp);
-    }
-    Ok(())
-}
-
 /// Puts channel `name` under the bridge. Returns the Tcl-side handle, the
 /// engine's writer, and the bytes Tcl had already buffered.
 pub fn start(
@@ -188,32 +174,7 @@ pub fn start(
     on_input: OnInput,
 ) -> Result<(Bridge, BridgeWriter, Vec<u8>), TclError> {
     let (chan, _) = lookup(interp, name)?;
-    for dir in ["readable", "writable"] {
-        let words = [
-            Obj::string("::fileevent"),
-            Obj::string(name),
-            Obj::string(dir),
-            Obj::string(""),
-        ];
-        interp.eval_words(&words).map_err(|_| TclError::InInterp)?;
-    }
-    set_option(interp, chan, "-blocking", "1")?;
-    // SAFETY: live channel; pushes out what the script wrote (a 101 answer).
-    unsafe { ffi::ws_flush(chan) };
-    set_option(interp, chan, "-translation", "binary")?;
-    let mut buffered = Vec::new();
-    // SAFETY: live channel; reads only what is already buffered.
-    unsafe {
-        let n = ffi::ws_input_buffered(chan);
-        if n > 0 {
-            buffered.resize(n as usize, 0);
-            let got = ffi::ws_read(chan, buffered.as_mut_ptr() as *mut _, n);
-            buffered.truncate(got.max(0) as usize);
-        }
-    }
-    if buffered.first() == Some(&b'\n') {
-        buffered.remove(0);
-    }
+    let buffered = detach_from_script(interp, name, chan)?;
     set_option(interp, chan, "-blocking", "0")?;
     set_option(interp, chan, "-buffering", "full")?;
 

@@ -79,7 +79,12 @@ pub fn lookup(interp: Interp, name: &str) -> Result<(Tcl_Channel, ChannelKind), 
     Ok((chan, kind))
 }
 
-fn set_option(interp: Interp, chan: Tcl_Channel, opt: &str, val: &str) -> Result<(), TclError> {
+pub(super) fn set_option(
+    interp: Interp,
+    chan: Tcl_Channel,
+    opt: &str,
+    val: &str,
+) -> Result<(), TclError> {
     let o = CString::new(opt).expect("no NUL");
     let v = CString::new(val).expect("no NUL");
     // SAFETY: live channel and interp.
@@ -110,17 +115,14 @@ fn clear_fileevents(interp: Interp, name: &str) -> Result<(), TclError> {
     Ok(())
 }
 
-/// Takes the socket behind the "tcp" channel `name` out of Tcl: flushes what
-/// the script wrote, collects what Tcl read ahead, moves the fd high and
-/// detaches the channel from the interpreter (it is kept open, see HeldChannel).
-pub fn take_socket(interp: Interp, name: &str) -> Result<TakenSocket, TclError> {
-    let (chan, kind) = lookup(interp, name)?;
-    if let ChannelKind::Other(t) = kind {
-        return Err(TclError::ws(
-            format!("{name} is a \"{t}\" channel, not a plain TCP socket"),
-            &["CHANNEL"],
-        ));
-    }
+/// Ends the script's use of channel `name`: its fileevents go, what it wrote
+/// is flushed (blocking, so a 101 answer leaves first), and the bytes Tcl
+/// read ahead for it are returned. The channel is left binary.
+pub(super) fn detach_from_script(
+    interp: Interp,
+    name: &str,
+    chan: Tcl_Channel,
+) -> Result<Vec<u8>, TclError> {
     clear_fileevents(interp, name)?;
     set_option(interp, chan, "-blocking", "1")?;
     // SAFETY: live channel.
@@ -143,6 +145,21 @@ pub fn take_socket(interp: Interp, name: &str) -> Result<TakenSocket, TclError> 
     if buffered.first() == Some(&b'\n') {
         buffered.remove(0);
     }
+    Ok(buffered)
+}
+
+/// Takes the socket behind the "tcp" channel `name` out of Tcl: flushes what
+/// the script wrote, collects what Tcl read ahead, moves the fd high and
+/// detaches the channel from the interpreter (it is kept open, see HeldChannel).
+pub fn take_socket(interp: Interp, name: &str) -> Result<TakenSocket, TclError> {
+    let (chan, kind) = lookup(interp, name)?;
+    if let ChannelKind::Other(t) = kind {
+        return Err(TclError::ws(
+            format!("{name} is a \"{t}\" channel, not a plain TCP socket"),
+            &["CHANNEL"],
+        ));
+    }
+    let buffered = detach_from_script(interp, name, chan)?;
 
     let mut fd: c_int = -1;
     // SAFETY: live channel.
