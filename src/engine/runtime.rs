@@ -8,13 +8,22 @@ static RUNTIME: Mutex<Option<Runtime>> = Mutex::new(None);
 static HANDLE: OnceLock<Handle> = OnceLock::new();
 
 /// Worker threads: the machine has few cores and the Tcl thread needs one.
+/// `WEBSOCKET_WORKERS` overrides it.
 const WORKERS: usize = 2;
+
+fn workers() -> usize {
+    std::env::var("WEBSOCKET_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or(WORKERS)
+}
 
 pub fn handle() -> Handle {
     HANDLE
         .get_or_init(|| {
             let rt = Builder::new_multi_thread()
-                .worker_threads(WORKERS)
+                .worker_threads(workers())
                 .thread_name("websocket-io")
                 .enable_all()
                 .build()

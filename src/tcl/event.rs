@@ -81,15 +81,18 @@ impl<T: Send + 'static> Mailbox<T> {
 
     /// Appends an item from any thread. Items sent after `close` are dropped.
     pub fn push(self: &Arc<Self>, item: T) {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if q.closed {
-            return;
-        }
-        q.items.push_back(item);
-        if !q.posted {
-            q.posted = true;
-            // Posting under the lock: `close` cannot slip in between and let
-            // an event reach a thread that is going away.
+        let post = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if q.closed {
+                return;
+            }
+            q.items.push_back(item);
+            !std::mem::replace(&mut q.posted, true)
+        };
+        // Posted outside the lock, so the woken thread does not wait for it.
+        // An event that arrives after `close` finds the mailbox closed and is
+        // dropped; Tcl ignores events and alerts for threads that are gone.
+        if post {
             self.post(true);
         }
     }
