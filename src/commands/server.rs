@@ -52,13 +52,14 @@ fn header_pairs(interp: Interp, hdrs: ObjRef) -> Option<Vec<(String, String)>> {
             return None;
         }
     };
-    if elems.len() % 2 != 0 {
-        return None;
-    }
+    // As tcllib's `foreach {k v} $hdrs`: a last name without value gets "".
     Some(
         elems
             .chunks(2)
-            .map(|c| (c[0].to_string_lossy(), c[1].to_string_lossy()))
+            .map(|c| {
+                let value = c.get(1).map(|v| v.to_string_lossy()).unwrap_or_default();
+                (c[0].to_string_lossy(), value)
+            })
             .collect(),
     )
 }
@@ -156,8 +157,11 @@ pub fn validate(_st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     if objv.len() != 2 {
         return Err(wrong_args(objv, "hdrs"));
     }
-    let headers = header_pairs(interp, objv[1])
-        .ok_or_else(|| TclError::plain("missing value to go with key"))?;
+    // A malformed list is Tcl's own error, as tcllib's foreach gives.
+    objv[1]
+        .list_elements(interp.as_ptr())
+        .ok_or(TclError::InInterp)?;
+    let headers = header_pairs(interp, objv[1]).ok_or(TclError::InInterp)?;
     let v = handshake::validate_request_headers(&headers).map_err(|e| {
         let kinds: Vec<&str> = e.kinds.to_vec();
         TclError::ws(e.message, &kinds)
