@@ -33,7 +33,7 @@ const CLOSE_REPLY_DELAY: Duration = Duration::from_secs(1);
 /// Bytes gathered into one vectored write.
 const WRITE_BATCH: usize = 256 * 1024;
 /// Read size; the buffer is per thread, not per connection.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
 /// Read buffer of a connection over a stream transport (TLS, Tcl channel).
 const STREAM_READ_BUF: usize = 16 * 1024;
 

@@ -1,7 +1,7 @@
 //! Frame header encoding and decoding (RFC 6455 §5.2).
 
 use crate::proto::close::Violation;
-use crate::proto::mask::mask_into;
+use crate::proto::mask::extend_masked;
 
 pub const OP_CONTINUATION: u8 = 0;
 pub const OP_TEXT: u8 = 1;
@@ -86,11 +86,7 @@ pub fn encode_frame(
     encode_header(out, fin, opcode, mask, payload.len() as u64);
     match mask {
         None => out.extend_from_slice(payload),
-        Some(k) => {
-            let start = out.len();
-            out.resize(start + payload.len(), 0);
-            mask_into(&mut out[start..], payload, k, 0);
-        }
+        Some(k) => extend_masked(out, payload, k, 0),
     }
 }
 

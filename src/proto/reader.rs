@@ -6,7 +6,7 @@
 
 use crate::proto::close::{self, Violation};
 use crate::proto::frame::{self, FrameHeader, MAX_HEADER_LEN};
-use crate::proto::mask::mask_into;
+use crate::proto::mask::extend_masked;
 use crate::proto::utf8::Utf8Validator;
 use crate::proto::Role;
 
@@ -177,10 +177,7 @@ impl MessageReader {
                     let start = dst.len();
                     match hdr.mask {
                         None => dst.extend_from_slice(src),
-                        Some(k) => {
-                            dst.resize(start + n, 0);
-                            mask_into(&mut dst[start..], src, k, pos as usize);
-                        }
+                        Some(k) => extend_masked(dst, src, k, pos as usize),
                     }
                     if !control && self.msg_opcode == Some(frame::OP_TEXT) {
                         self.utf8.feed(&self.msg[start..]).map_err(|_| {
