@@ -50,7 +50,7 @@ pub fn attach_socket(
             let taken = channel::take_socket(interp, sock)?;
             (conn.peer, conn.local) = sock_addrs(&taken.fd);
             conn.held = Some(taken.held);
-            st.register(sock, conn);
+            st.register(conn);
             let setup = Setup {
                 buffered: taken.buffered,
                 preamble,
@@ -69,7 +69,7 @@ pub fn attach_socket(
             });
             let (tcl_side, writer, buffered) = bridge::start(interp, sock, on_input)?;
             st.bridges.borrow_mut().push(tcl_side);
-            st.register(sock, conn);
+            st.register(conn);
             let stream = bridge_engine::BridgeStream::new(input, Arc::new(Outlet(writer)));
             let setup = Setup {
                 buffered,
@@ -165,7 +165,7 @@ pub fn close(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     {
         let mut conns = st.conns.borrow_mut();
         let conn = conns
-            .get_mut(&sock)
+            .get_mut(sock.as_str())
             .ok_or_else(|| State::not_a_websocket(&sock))?;
         if conn.state == ConnState::Closed {
             log::log(Level::Notice, "Connection already closed");
@@ -214,7 +214,7 @@ pub fn conninfo(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let what = objv[2].to_string_lossy();
     let conns = st.conns.borrow();
     let c = conns
-        .get(&sock)
+        .get(sock.as_str())
         .ok_or_else(|| State::not_a_websocket(&sock))?;
     let w = what.to_ascii_lowercase();
     let value = if glob_match("peer*", &w, false) {
@@ -280,7 +280,7 @@ pub fn find(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
                     .unwrap_or(false))
             || host == "*";
         if host_ok && glob_match(&port, &prt, false) {
-            found.push((c.id, name.clone()));
+            found.push((c.id, name.to_string()));
         }
     }
     found.sort();
@@ -296,7 +296,7 @@ pub fn configure(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let sock = objv[1].to_string_lossy();
     let mut conns = st.conns.borrow_mut();
     let c = conns
-        .get_mut(&sock)
+        .get_mut(sock.as_str())
         .ok_or_else(|| State::not_a_websocket(&sock))?;
     let args = &objv[2..];
     let empty = Obj::string("");

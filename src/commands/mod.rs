@@ -113,6 +113,8 @@ const KIND_NAMES: [&str; 9] = [
 /// One WebSocket as the script knows it.
 pub struct Conn {
     pub id: u64,
+    /// The socket name the script knows it by.
+    pub name: Rc<str>,
     pub handler: Obj,
     /// `{*}$handler $sock`: the words every handler call starts with.
     call: Rc<[Obj]>,
@@ -150,6 +152,7 @@ impl Conn {
         call.push(Obj::string(name));
         Conn {
             id,
+            name: name.into(),
             call: call.into(),
             handler,
             server,
@@ -194,15 +197,15 @@ type Inbox = Mailbox<(u64, Event)>;
 pub struct State {
     pub interp: Interp,
     mailbox: Arc<Inbox>,
-    pub conns: RefCell<FastMap<String, Conn>>,
-    names: RefCell<FastMap<u64, String>>,
+    pub conns: RefCell<FastMap<Rc<str>, Conn>>,
+    names: RefCell<FastMap<u64, Rc<str>>>,
     pub servers: RefCell<HashMap<String, Vec<Live>>>,
     pub pending: RefCell<HashMap<String, Pending>>,
     kinds: Vec<Obj>,
     /// Depth of event deliveries in progress (handlers may nest event loops).
     delivering: Cell<u32>,
     /// Connections holding frames sent during a delivery, not yet written.
-    corked: RefCell<Vec<String>>,
+    corked: RefCell<Vec<Rc<str>>>,
     /// The flush registered for idle time, if any.
     idle_flush: RefCell<Option<crate::tcl::callback::IdleCall>>,
     /// Channels served through the Tcl-channel transport, closed with the interpreter.
@@ -235,10 +238,10 @@ impl State {
         TclError::ws(format!("{sock} is not a WebSocket"), &[])
     }
 
-    pub fn register(&self, name: &str, conn: Conn) {
+    pub fn register(&self, conn: Conn) {
         self.bridges.borrow_mut().retain(|b| !b.is_closed());
-        self.names.borrow_mut().insert(conn.id, name.to_string());
-        let old = self.conns.borrow_mut().insert(name.to_string(), conn);
+        self.names.borrow_mut().insert(conn.id, conn.name.clone());
+        let old = self.conns.borrow_mut().insert(conn.name.clone(), conn);
         if let Some(old) = old {
             self.discard(old);
         }
@@ -270,9 +273,9 @@ impl State {
     }
 
     /// Keeps a frame to write with the rest of this batch.
-    pub fn cork(&self, name: &str, conn: &mut Conn, header: &[u8], payload: &[u8]) {
+    pub fn cork(&self, conn: &mut Conn, header: &[u8], payload: &[u8]) {
         if conn.cork.is_empty() {
-            self.corked.borrow_mut().push(name.to_string());
+            self.corked.borrow_mut().push(conn.name.clone());
             let mut idle = self.idle_flush.borrow_mut();
             if !idle.as_ref().is_some_and(|c| c.is_pending()) {
                 // A handler that enters a nested event loop (vwait, update)

@@ -122,10 +122,14 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let id = next_id();
     let name = format!("sockws{id}");
     let (handle, inbox) = engine_conn::channel(id, DEFAULT_MAX_MESSAGE);
-    st.register(
+    st.register(Conn::new(
+        id,
         &name,
-        Conn::new(id, &name, handler, false, ConnState::Connecting, handle),
-    );
+        handler,
+        false,
+        ConnState::Connecting,
+        handle,
+    ));
     let request = Request {
         target,
         protocols,

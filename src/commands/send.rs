@@ -61,7 +61,7 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let sock = objv[1].to_string_lossy();
     let mut conns = st.conns.borrow_mut();
     let conn = conns
-        .get_mut(&sock)
+        .get_mut::<str>(&sock)
         .ok_or_else(|| State::not_a_websocket(&sock))?;
     if conn.state != ConnState::Connected {
         log::log(
@@ -115,7 +115,7 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let n = if conn.server {
         let (header, hlen) = frame::header(fin, wire_opcode, None, payload.len() as u64);
         if st.delivering() && payload.len() < CORK_MAX_FRAME {
-            st.cork(&sock, conn, &header[..hlen], payload);
+            st.cork(conn, &header[..hlen], payload);
         } else {
             State::uncork(conn);
             if !conn.handle.send_frame(&header[..hlen], payload) {
@@ -130,7 +130,7 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         frame::encode_frame(&mut out, fin, wire_opcode, Some(mask), payload);
         let n = out.len();
         if st.delivering() && payload.len() < CORK_MAX_FRAME {
-            st.cork(&sock, conn, &out, &[]);
+            st.cork(conn, &out, &[]);
         } else {
             State::uncork(conn);
             if !conn.handle.send_data(out) {
