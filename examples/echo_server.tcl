@@ -49,7 +49,11 @@ proc read_head {sock} {
         set query [join [lrange [split $target ?] 1 end] ?]
         set hdrs {}
         foreach l [lrange $lines 1 end] {
-            if {[regexp {^([^:]+):[ \t]*(.*?)[ \t]*$} $l -> k v]} { lappend hdrs $k $v }
+            set colon [string first : $l]
+            if {$colon > 0} {
+                lappend hdrs [string range $l 0 $colon-1] \
+                    [string trim [string range $l $colon+1 end] " \t"]
+            }
         }
         if {[::websocket::test $::srv $sock $path $hdrs $query]} {
             ::websocket::upgrade $sock
