@@ -9,7 +9,8 @@
 # FUZZ_SANITIZER=none to build without ASan (no unstable flags at all; faster).
 # Installs cargo-fuzz if missing. Exits non-zero if any target crashes,
 # leaks, times out or fails to build; crash inputs stay in fuzz/artifacts/<target>/
-# (reproduce with: cargo fuzz run <target> fuzz/artifacts/<target>/<file>).
+# (reproduce: RUSTC_BOOTSTRAP=1 cargo fuzz run <target> fuzz/artifacts/<target>/<file>).
+# Cold build of the targets takes ~3 min on 2 cores; fuzzing ~4 x FUZZ_TIME.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

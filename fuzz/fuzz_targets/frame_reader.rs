@@ -1,6 +1,9 @@
 //! MessageReader for both roles: whole-buffer decoding must agree with
 //! decoding the same bytes split at a point taken from the data, and with
 //! byte-at-a-time decoding.
+//!
+//! Input: `[split point][max message size selector][wire bytes...]`; the
+//! wire bytes are decoded in both roles.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -29,13 +32,19 @@ fn run(role: Role, max: usize, data: &[u8], chunk_len: &dyn Fn(usize) -> usize) 
                         if let Message::Text(t) = &m {
                             assert!(std::str::from_utf8(t).is_ok());
                         }
-                        if let Message::Binary(b) | Message::Text(b) = &m {
-                            assert!(b.len() <= max);
+                        match &m {
+                            Message::Binary(b) | Message::Text(b) => assert!(b.len() <= max),
+                            Message::Ping(p) | Message::Pong(p) => assert!(p.len() <= 125),
+                            Message::Close(_) => {}
                         }
                         msgs.push(m);
                     }
                 }
-                Err(v) => return (msgs, Some(v)),
+                Err(v) => {
+                    // A failed reader keeps reporting the same violation.
+                    assert_eq!(r.read(&mut []), Err(v.clone()));
+                    return (msgs, Some(v));
+                }
             }
         }
         assert_eq!(at, n, "reader must consume all input");
@@ -49,11 +58,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let split = data[0] as usize;
-    let max = match data[1] & 3 {
+    let max = match data[1] % 5 {
         0 => 0,
         1 => 125,
         2 => 4096,
-        _ => 1 << 20,
+        3 => 1 << 20,
+        // "Unlimited": huge declared lengths are accepted, not rejected.
+        _ => usize::MAX,
     };
     let data = &data[2..];
     for role in [Role::Client, Role::Server] {
