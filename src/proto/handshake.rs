@@ -265,7 +265,7 @@ pub fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a
 
 /// Strips RFC 7230 optional whitespace (SP and HTAB only, not Unicode
 /// spaces such as U+00A0).
-fn trim_ows(s: &str) -> &str {
+fn trim_ows_str(s: &str) -> &str {
     s.trim_matches([' ', '\t'])
 }
 
@@ -273,8 +273,8 @@ fn trim_ows(s: &str) -> &str {
 #[test]
 fn ows_is_only_space_and_tab() {
     // RFC 7230 §3.2.3: a no-break space around a key is not whitespace.
-    assert_eq!(trim_ows(" \tabc\t "), "abc");
-    assert_eq!(trim_ows("\u{a0}abc"), "\u{a0}abc");
+    assert_eq!(trim_ows_str(" \tabc\t "), "abc");
+    assert_eq!(trim_ows_str("\u{a0}abc"), "\u{a0}abc");
 }
 
 /// RFC 7230 §7 list split: split on ',', trim SP/HTAB, drop empty elements.
@@ -345,7 +345,7 @@ pub fn validate_request_headers(
             }
             upgrade = true;
         } else if n.eq_ignore_ascii_case("Sec-WebSocket-Version") {
-            let v = trim_ows(value);
+            let v = trim_ows_str(value);
             if v != "13" {
                 return Err(HandshakeError::new(
                     "VERSION",
@@ -354,7 +354,7 @@ pub fn validate_request_headers(
             }
             version = Some(v.to_owned());
         } else if n.eq_ignore_ascii_case("Sec-WebSocket-Key") {
-            let k = trim_ows(value);
+            let k = trim_ows_str(value);
             if k.len() != 24 {
                 return Err(HandshakeError::new("KEY", "Invalid WebSocket key length"));
             }
@@ -407,7 +407,7 @@ fn check_value(name: &str, value: &str) -> Result<(), HandshakeError> {
 fn add_token(value: &str, token: &str) -> String {
     if has_token(value, token) {
         value.to_owned()
-    } else if trim_ows(value).is_empty() {
+    } else if trim_ows_str(value).is_empty() {
         token.to_owned()
     } else {
         format!("{value}, {token}")
@@ -509,10 +509,10 @@ pub fn validate_response(
         ));
     }
     let h = &resp.headers;
-    let expected = accept_key(trim_ows(key));
+    let expected = accept_key(trim_ows_str(key));
     let accept_ok = header_values(h, "Sec-WebSocket-Accept")
         .first()
-        .is_some_and(|a| trim_ows(a) == expected)
+        .is_some_and(|a| trim_ows_str(a) == expected)
         && header_values(h, "Sec-WebSocket-Accept").len() == 1;
     if !accept_ok {
         return Err(HandshakeError::new(
@@ -532,7 +532,7 @@ pub fn validate_response(
     let protos = header_values(h, "Sec-WebSocket-Protocol");
     let selected = match protos.as_slice() {
         [] => String::new(),
-        [p] => trim_ows(p).to_owned(),
+        [p] => trim_ows_str(p).to_owned(),
         many => many.join(", "),
     };
     if !selected.is_empty() && !offered.contains(&selected) {
