@@ -53,6 +53,19 @@ pub fn host_name(addr: &SocketAddr) -> String {
     }
 }
 
+/// One recv() on a socket: the bytes it held, up to `buf.len()`.
+pub fn recv(sock: &impl std::os::fd::AsFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_fd().as_raw_fd();
+    // SAFETY: a valid, borrowed fd and a writable buffer of buf.len() bytes.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// The local time as Tcl's `clock format [clock seconds]` writes it.
 pub fn local_time() -> String {
     // SAFETY: localtime_r and strftime write only into our buffers.

@@ -298,8 +298,13 @@ impl State {
     /// Writes a connection's corked frames.
     pub fn uncork(conn: &mut Conn) {
         if !conn.cork.is_empty() {
-            let bytes = std::mem::take(&mut conn.cork);
-            conn.handle.send_data(bytes);
+            // Written from the buffer (copied only if the socket is full),
+            // which keeps its capacity unless a burst made it large.
+            conn.handle.send_frame(&conn.cork, &[]);
+            conn.cork.clear();
+            if conn.cork.capacity() > CORK_KEEP {
+                conn.cork = Vec::new();
+            }
         }
     }
 
@@ -549,6 +554,10 @@ pub fn glob_match(pattern: &str, text: &str, nocase: bool) -> bool {
     }
     go(&p, &t, nocase)
 }
+
+/// A cork buffer larger than this is freed after its flush (10,000 idle
+/// connections must stay small).
+const CORK_KEEP: usize = 4096;
 
 /// Past this many corked bytes a connection is written at once.
 const CORK_LIMIT: usize = 64 * 1024;

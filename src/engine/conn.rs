@@ -392,6 +392,27 @@ enum Input<S> {
     Stream(ReadHalf<S>, Vec<u8>),
 }
 
+/// Reads what the socket holds. A read shorter than the buffer emptied the
+/// socket, so its readiness is cleared at once (epoll is edge-triggered: new
+/// data raises it again) instead of costing a second read that would only
+/// say "would block".
+fn read_drained(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    let r = stream.try_io(tokio::io::Interest::READABLE, || {
+        let n = crate::sys::recv(stream, buf)?;
+        got = n;
+        if n > 0 && n < buf.len() {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        other => other,
+    }
+}
+
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; READ_CHUNK]);
 }
@@ -430,7 +451,7 @@ impl Reader {
                     } else {
                         let r = SCRATCH.with(|b| {
                             let mut buf = b.borrow_mut();
-                            match stream.try_read(&mut buf) {
+                            match read_drained(stream, &mut buf) {
                                 Ok(0) => Some(None),
                                 Ok(n) => Some(Some(self.process(&mut buf[..n]))),
                                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
