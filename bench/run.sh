@@ -182,7 +182,11 @@ run_one() {
         line="{\"scenario\":\"$scen\",\"ok\":false,\"error\":\"server did not start\"}"
         alive=false
     else
-        line=$(timeout -k 5 $((maxt + 15)) "${pin_loadgen[@]}" "$LOADGEN" "$scen" --port "$SRV_PORT" \
+        # The load generator's own 1 MiB buffers must not be unmapped and
+        # faulted back in for every message (glibc's defaults do that):
+        # these settings apply to the load generator only, whatever server runs.
+        line=$(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=67108864 \
+            timeout -k 5 $((maxt + 15)) "${pin_loadgen[@]}" "$LOADGEN" "$scen" --port "$SRV_PORT" \
                    --server-pid "$SRV_PID" --max-time "$maxt" --label "$name r$round" "${args[@]}" \
                    2>"$log.loadgen.err" | tail -n1)
         rc=$?
