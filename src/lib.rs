@@ -22,6 +22,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Entry point for `load`: binds the stubs, registers the commands for this
 /// interpreter and provides the package.
+// Tcl calls this with its interpreter; the pointer is only handed to the
+// binding layer, which is where it is dereferenced.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 #[no_mangle]
 pub extern "C" fn Websocket_Init(interp: *mut c_void) -> c_int {
     let outcome = std::panic::catch_unwind(|| {

@@ -115,7 +115,7 @@ fn channel_addrs(interp: Interp, sock: &str) -> (Option<SocketAddr>, Option<Sock
         let out = interp.result();
         interp.reset_result();
         r.ok()?;
-        let elems = out.borrow().list_elements(std::ptr::null_mut())?;
+        let elems = out.borrow().list_elements(None)?;
         let ip: std::net::IpAddr = elems.first()?.to_string_lossy().parse().ok()?;
         let port: u16 = elems.get(2)?.to_string_lossy().parse().ok()?;
         Some(SocketAddr::new(ip, port))
@@ -130,7 +130,7 @@ pub fn takeover(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     }
     let sock = objv[1].to_string_lossy();
     let server = match objv.get(3) {
-        Some(s) => s.get_boolean(interp.as_ptr()).ok_or(TclError::InInterp)?,
+        Some(s) => s.get_boolean(Some(interp)).ok_or(TclError::InInterp)?,
         None => false,
     };
     let info = objv
@@ -151,17 +151,16 @@ pub fn takeover(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
 
 /// `close sock ?code? ?reason?`: sends a close frame (the engine completes
 /// the closing handshake), reports `close` and `disconnect`, forgets `sock`.
-pub fn close(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
+pub fn close(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
     if objv.len() < 2 || objv.len() > 4 {
         return Err(wrong_args(objv, "sock ?code? ?reason?"));
     }
     let sock = objv[1].to_string_lossy();
     let code = match objv.get(2) {
         None => Some(close::NORMAL as i64),
-        Some(c) => c.get_wide(std::ptr::null_mut()),
+        Some(c) => c.get_wide(None),
     };
     let mut reason = objv.get(3).map(|r| r.to_string_lossy()).unwrap_or_default();
-    let _ = interp;
     {
         let mut conns = st.conns.borrow_mut();
         let conn = conns
@@ -273,12 +272,11 @@ pub fn find(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
             Some(a) => (a.ip().to_string(), a.port().to_string()),
             None => ("0.0.0.0".to_string(), String::new()),
         };
-        let host_ok = glob_match(&host, &ip, false)
-            || (host != "*"
-                && c.peer
-                    .map(|a| glob_match(&host, &crate::sys::host_name(&a), false))
-                    .unwrap_or(false))
-            || host == "*";
+        // The name lookup only when the address does not already match.
+        let host_ok = host == "*"
+            || glob_match(&host, &ip, false)
+            || c.peer
+                .is_some_and(|a| glob_match(&host, &crate::sys::host_name(&a), false));
         if host_ok && glob_match(&port, &prt, false) {
             found.push((c.id, name.to_string()));
         }
@@ -307,7 +305,7 @@ pub fn configure(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         i += 2;
         let bare = k.trim_start_matches('-').to_ascii_lowercase();
         if bare.starts_with('k') {
-            let secs = v.get_double(interp.as_ptr()).ok_or(TclError::InInterp)?;
+            let secs = v.get_double(Some(interp)).ok_or(TclError::InInterp)?;
             c.keepalive = secs.max(0.0);
             c.handle.send(Cmd::Keepalive(
                 State::keepalive_of(c.keepalive),
@@ -326,7 +324,7 @@ pub fn configure(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
                 c.ping.clone(),
             ));
         } else if bare.starts_with("maxq") {
-            let n = v.get_wide(interp.as_ptr()).ok_or(TclError::InInterp)?;
+            let n = v.get_wide(Some(interp)).ok_or(TclError::InInterp)?;
             if n <= 0 {
                 return Err(TclError::ws(
                     "-maxqueue must be a positive number of bytes",
@@ -336,7 +334,7 @@ pub fn configure(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
             c.max_queue = n as usize;
         } else if bare.starts_with('m') {
             // -m, -max and -maxl... stay -maxlength, the first one there was.
-            let n = v.get_wide(interp.as_ptr()).ok_or(TclError::InInterp)?;
+            let n = v.get_wide(Some(interp)).ok_or(TclError::InInterp)?;
             if n <= 0 {
                 return Err(TclError::ws(
                     "-maxlength must be a positive number of bytes",

@@ -145,7 +145,7 @@ impl Conn {
         state: ConnState,
         handle: Handle,
     ) -> Conn {
-        let mut call: Vec<Obj> = match handler.borrow().list_elements(std::ptr::null_mut()) {
+        let mut call: Vec<Obj> = match handler.borrow().list_elements(None) {
             Some(words) => words.iter().map(|w| w.to_owned()).collect(),
             None => vec![handler.clone()],
         };
@@ -184,7 +184,6 @@ pub struct Live {
 
 /// What `test` found, waiting for `upgrade`.
 pub struct Pending {
-    pub server: String,
     pub accept: String,
     pub path: String,
     pub query: Obj,

@@ -19,9 +19,7 @@ const ALLOWED: &[&str] = &[
 ];
 
 fn pairs<'a>(interp: Interp, list: ObjRef<'a>) -> Result<Vec<(ObjRef<'a>, ObjRef<'a>)>, TclError> {
-    let elems = list
-        .list_elements(interp.as_ptr())
-        .ok_or(TclError::InInterp)?;
+    let elems = list.list_elements(Some(interp)).ok_or(TclError::InInterp)?;
     if elems.len() % 2 != 0 {
         return Err(TclError::plain("list must have an even number of elements"));
     }
@@ -39,7 +37,7 @@ fn parse_tls(interp: Interp, v: ObjRef) -> Result<TlsSettings, TclError> {
             "-certfile" => s.certfile = Some(PathBuf::from(text)),
             "-keyfile" => s.keyfile = Some(PathBuf::from(text)),
             "-servername" => s.servername = Some(text),
-            "-require" => s.require = Some(val.get_boolean(interp.as_ptr()).ok_or(TclError::InInterp)?),
+            "-require" => s.require = Some(val.get_boolean(Some(interp)).ok_or(TclError::InInterp)?),
             // Accepted for scripts written for the tls package; rustls decides these.
             "-request" | "-ssl2" | "-ssl3" | "-tls1" | "-tls1.1" | "-tls1.2" | "-tls1.3" | "-cipher" | "-ciphers" | "-autoservername" => {}
             _ => {
@@ -89,7 +87,7 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
                 }
             }
         } else if lower.starts_with("prot") {
-            let elems = v.list_elements(interp.as_ptr()).ok_or(TclError::InInterp)?;
+            let elems = v.list_elements(Some(interp)).ok_or(TclError::InInterp)?;
             protocols = elems.iter().map(|e| e.to_string_lossy()).collect();
             if let Some(bad) = protocols
                 .iter()
@@ -102,7 +100,7 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
             }
         } else if lower.starts_with("ti") {
             // tcllib uses only positive integers and ignores anything else.
-            if let Some(ms) = v.get_wide(std::ptr::null_mut()) {
+            if let Some(ms) = v.get_wide(None) {
                 if ms > 0 {
                     timeout = Some(Duration::from_millis(ms as u64));
                 }

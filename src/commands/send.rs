@@ -14,7 +14,7 @@ const BAD_TYPE: &str =
 /// The opcode for a `send` type: tcllib's names (case-insensitive prefixes)
 /// or an integer opcode that is legal to send (continuation, text, binary,
 /// ping, pong).
-fn opcode_of(interp: Interp, ty: ObjRef) -> Result<u8, TclError> {
+fn opcode_of(ty: ObjRef) -> Result<u8, TclError> {
     let bytes = ty.tcl_bytes();
     let numeric = bytes
         .iter()
@@ -28,7 +28,7 @@ fn opcode_of(interp: Interp, ty: ObjRef) -> Result<u8, TclError> {
             _ => Err(TclError::ws(BAD_TYPE, &[])),
         };
     }
-    if let Some(n) = ty.get_wide(std::ptr::null_mut()) {
+    if let Some(n) = ty.get_wide(None) {
         return match n {
             0 | 1 | 2 | 9 | 10 => Ok(n as u8),
             8 => Err(TclError::ws(
@@ -38,7 +38,6 @@ fn opcode_of(interp: Interp, ty: ObjRef) -> Result<u8, TclError> {
             _ => Err(TclError::ws(BAD_TYPE, &[])),
         };
     }
-    let _ = interp;
     Err(TclError::ws(BAD_TYPE, &[]))
 }
 
@@ -70,9 +69,9 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         );
         return Ok(Some(Obj::int(-1)));
     }
-    let opcode = opcode_of(interp, objv[2])?;
+    let opcode = opcode_of(objv[2])?;
     let fin = match objv.get(4) {
-        Some(f) => f.get_boolean(interp.as_ptr()).ok_or(TclError::InInterp)?,
+        Some(f) => f.get_boolean(Some(interp)).ok_or(TclError::InInterp)?,
         None => true,
     };
     // The message's type decides how `msg` is read: text as UTF-8, the rest as bytes.

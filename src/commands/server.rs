@@ -44,7 +44,7 @@ pub fn live(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
 
 /// Header pairs from a Tcl dict-style list, or None if it is no such list.
 fn header_pairs(interp: Interp, hdrs: ObjRef) -> Option<Vec<(String, String)>> {
-    let elems = hdrs.list_elements(interp.as_ptr());
+    let elems = hdrs.list_elements(Some(interp));
     let elems = match elems {
         Some(e) => e,
         None => {
@@ -119,7 +119,6 @@ pub fn test(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     st.pending.borrow_mut().insert(
         cli,
         Pending {
-            server: srv,
             accept: handshake::accept_key(&valid.key),
             path,
             query,
@@ -144,7 +143,6 @@ pub fn upgrade(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         );
         TclError::ws(format!("{sock} is not a WebSocket client"), &[])
     })?;
-    let _ = &pending.server;
     let response = handshake::build_accept_response(&pending.accept, &pending.protocol);
     let info = Obj::list(&[Obj::string(&pending.path), pending.query.clone()]);
     attach_socket(st, interp, &sock, pending.handler, true, response, info)?;
@@ -159,7 +157,7 @@ pub fn validate(_st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     }
     // A malformed list is Tcl's own error, as tcllib's foreach gives.
     objv[1]
-        .list_elements(interp.as_ptr())
+        .list_elements(Some(interp))
         .ok_or(TclError::InInterp)?;
     let headers = header_pairs(interp, objv[1]).ok_or(TclError::InInterp)?;
     let v = handshake::validate_request_headers(&headers).map_err(|e| {

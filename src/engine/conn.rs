@@ -747,11 +747,9 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         id: u64,
         sink: Arc<dyn Sink>,
     ) {
-        if !preamble.is_empty() {
-            if self.write_one(preamble).await.is_err() {
-                Self::abnormal(&sink, id);
-                return;
-            }
+        if !preamble.is_empty() && self.write_one(preamble).await.is_err() {
+            Self::abnormal(&sink, id);
+            return;
         }
         let mut next: Option<Cmd> = None;
         // A close frame we owe the peer (it closed, or broke the protocol),

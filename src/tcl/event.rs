@@ -209,5 +209,5 @@ extern "C" fn websocket_discard_event(payload: *mut c_void) {
 extern "C" fn websocket_event_matches(payload: *mut c_void, target: *mut c_void) -> c_int {
     // SAFETY: payload is a live Posted (the event is still queued).
     let posted = unsafe { &*(payload as *const Posted) };
-    (target.is_null() || posted.0.id() == target as *const c_void) as c_int
+    (target.is_null() || std::ptr::eq(posted.0.id(), target as *const c_void)) as c_int
 }

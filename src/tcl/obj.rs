@@ -3,10 +3,16 @@
 //! thread only (neither is Send).
 
 use super::ffi::{self, Tcl_Interp, Tcl_Obj};
+use super::interp::Interp;
 use super::utf;
 use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
+
+/// The interpreter to leave an error message in, if any.
+fn raw(interp: Option<Interp>) -> *mut Tcl_Interp {
+    interp.map_or(std::ptr::null_mut(), |i| i.as_ptr())
+}
 
 /// A borrowed Tcl value (a command argument or an element of a list).
 #[derive(Clone, Copy)]
@@ -73,35 +79,36 @@ impl<'a> ObjRef<'a> {
     }
 
     /// Integer value, with Tcl's error message in the interpreter on failure.
-    pub fn get_wide(&self, interp: *mut Tcl_Interp) -> Option<i64> {
+    pub fn get_wide(&self, interp: Option<Interp>) -> Option<i64> {
         let mut v = 0i64;
         // SAFETY: live object; interp may be null.
-        let r = unsafe { ffi::ws_get_wide(interp, self.as_ptr(), &mut v) };
+        let r = unsafe { ffi::ws_get_wide(raw(interp), self.as_ptr(), &mut v) };
         (r == ffi::TCL_OK).then_some(v)
     }
 
-    pub fn get_boolean(&self, interp: *mut Tcl_Interp) -> Option<bool> {
+    pub fn get_boolean(&self, interp: Option<Interp>) -> Option<bool> {
         let mut v = 0;
         // SAFETY: live object; interp may be null.
-        let r = unsafe { ffi::ws_get_boolean(interp, self.as_ptr(), &mut v) };
+        let r = unsafe { ffi::ws_get_boolean(raw(interp), self.as_ptr(), &mut v) };
         (r == ffi::TCL_OK).then_some(v != 0)
     }
 
-    pub fn get_double(&self, interp: *mut Tcl_Interp) -> Option<f64> {
+    pub fn get_double(&self, interp: Option<Interp>) -> Option<f64> {
         let mut v = 0f64;
         // SAFETY: live object; interp may be null.
-        let r = unsafe { ffi::ws_get_double(interp, self.as_ptr(), &mut v) };
+        let r = unsafe { ffi::ws_get_double(raw(interp), self.as_ptr(), &mut v) };
         (r == ffi::TCL_OK).then_some(v)
     }
 
     /// The elements of a list (borrowed from the list's internal rep, which
     /// must not change while they are used).
-    pub fn list_elements(&self, interp: *mut Tcl_Interp) -> Option<Vec<ObjRef<'a>>> {
+    pub fn list_elements(&self, interp: Option<Interp>) -> Option<Vec<ObjRef<'a>>> {
         let mut n: isize = 0;
         let mut elems: *mut *mut Tcl_Obj = std::ptr::null_mut();
         // SAFETY: live object; Tcl returns an array of n live objects.
         unsafe {
-            if ffi::ws_list_elements(interp, self.as_ptr(), &mut n, &mut elems) != ffi::TCL_OK {
+            if ffi::ws_list_elements(raw(interp), self.as_ptr(), &mut n, &mut elems) != ffi::TCL_OK
+            {
                 return None;
             }
             Some(
