@@ -84,8 +84,11 @@ for t in "${TARGETS[@]}"; do
     fi
 done
 
+total=${#TARGETS[@]}
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "FAIL: ${failed[*]} (inputs saved under fuzz/artifacts/)"
+    echo "fuzz: $((total - ${#failed[@]})) passed, ${#failed[@]} failed"
     exit 1
 fi
 echo "OK: no crashes"
+echo "fuzz: $total passed, 0 failed"
