@@ -286,6 +286,18 @@ pub fn find(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
     Ok(Some(Obj::list_of_strings(&names)))
 }
 
+/// A positive byte count for `option`.
+fn byte_count(interp: Interp, v: ObjRef, option: &str) -> Result<usize, TclError> {
+    match v.get_wide(Some(interp)) {
+        Some(n) if n > 0 => Ok(n as usize),
+        Some(_) => Err(TclError::ws(
+            format!("{option} must be a positive number of bytes"),
+            &[],
+        )),
+        None => Err(TclError::InInterp),
+    }
+}
+
 /// `configure sock ?-keepalive secs? ?-ping text? ?-maxlength bytes?`
 pub fn configure(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     if objv.len() < 2 {
@@ -324,25 +336,11 @@ pub fn configure(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
                 c.ping.clone(),
             ));
         } else if bare.starts_with("maxq") {
-            let n = v.get_wide(Some(interp)).ok_or(TclError::InInterp)?;
-            if n <= 0 {
-                return Err(TclError::ws(
-                    "-maxqueue must be a positive number of bytes",
-                    &[],
-                ));
-            }
-            c.max_queue = n as usize;
+            c.max_queue = byte_count(interp, v, "-maxqueue")?;
         } else if bare.starts_with('m') {
             // -m, -max and -maxl... stay -maxlength, the first one there was.
-            let n = v.get_wide(Some(interp)).ok_or(TclError::InInterp)?;
-            if n <= 0 {
-                return Err(TclError::ws(
-                    "-maxlength must be a positive number of bytes",
-                    &[],
-                ));
-            }
-            c.max_message = n as usize;
-            c.handle.set_max_message(n as usize);
+            c.max_message = byte_count(interp, v, "-maxlength")?;
+            c.handle.set_max_message(c.max_message);
         } else {
             return Err(TclError::ws(format!("{k} is not a recognised option"), &[]));
         }

@@ -325,10 +325,15 @@ impl State {
             Some(c) => c.call.clone(),
             None => return,
         };
+        self.call_handler(&call, kind, msg);
+    }
+
+    /// Evaluates `{*}$handler $sock` (`call`) with `kind` and `msg`.
+    fn call_handler(&self, call: &[Obj], kind: Kind, msg: Obj) {
         let interp = self.interp;
         interp.preserve();
         if interp
-            .eval_call(&call, &self.kinds[kind as usize], &msg)
+            .eval_call(call, &self.kinds[kind as usize], &msg)
             .is_err()
         {
             let res = interp.result().borrow().to_string_lossy();
@@ -373,9 +378,13 @@ impl State {
                 self.push(&name, Kind::Connect, Obj::string(&protocol));
             }
             Event::Message(m) => {
-                if let Some(c) = self.conns.borrow().get(&name) {
-                    c.handle.delivered(engine::conn::event_cost(&m));
-                }
+                let call = match self.conns.borrow().get(&name) {
+                    Some(c) => {
+                        c.handle.delivered(engine::conn::event_cost(&m));
+                        c.call.clone()
+                    }
+                    None => return,
+                };
                 let (kind, obj) = match m {
                     Message::Text(t) => (Kind::Text, Obj::from_utf8(&t)),
                     Message::Binary(b) => (Kind::Binary, Obj::bytes(&b)),
@@ -383,7 +392,7 @@ impl State {
                     Message::Pong(b) => (Kind::Pong, Obj::bytes(&b)),
                     Message::Close(_) => return,
                 };
-                self.push(&name, kind, obj);
+                self.call_handler(&call, kind, obj);
             }
             Event::Closed { code, reason } => {
                 if let Some(c) = self.conns.borrow_mut().get_mut(&name) {

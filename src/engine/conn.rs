@@ -194,29 +194,12 @@ impl Handle {
         if d.closed {
             return false;
         }
-        if !d.pending {
-            if let Some(stream) = &d.stream {
-                match stream.try_write(&bytes) {
-                    Ok(n) if n == bytes.len() => {
-                        self.shared.touch();
-                        return true;
-                    }
-                    Ok(n) => {
-                        bytes.drain(..n);
-                    }
-                    // The writer meets any real error itself.
-                    Err(_) => {}
-                }
-                d.pending = true;
-            }
+        let written = self.try_direct(&mut d, &[IoSlice::new(&bytes)]);
+        if written == bytes.len() {
+            return true;
         }
-        let n = bytes.len();
-        self.shared.queued.fetch_add(n, Ordering::Relaxed);
-        if self.tx.send(Cmd::Data(bytes)).is_err() {
-            self.shared.queued.fetch_sub(n, Ordering::Relaxed);
-            return false;
-        }
-        true
+        bytes.drain(..written);
+        self.enqueue(bytes)
     }
 
     /// Like `send_data` for a frame given as header and payload: when the
@@ -226,19 +209,10 @@ impl Handle {
         if d.closed {
             return false;
         }
-        let mut written = 0;
-        if !d.pending {
-            if let Some(stream) = &d.stream {
-                let parts = [IoSlice::new(header), IoSlice::new(payload)];
-                if let Ok(n) = stream.try_write_vectored(&parts) {
-                    if n == header.len() + payload.len() {
-                        self.shared.touch();
-                        return true;
-                    }
-                    written = n;
-                }
-                d.pending = true;
-            }
+        let parts = [IoSlice::new(header), IoSlice::new(payload)];
+        let written = self.try_direct(&mut d, &parts);
+        if written == header.len() + payload.len() {
+            return true;
         }
         let mut rest = Vec::with_capacity(header.len() + payload.len() - written);
         if written < header.len() {
@@ -247,9 +221,36 @@ impl Handle {
         } else {
             rest.extend_from_slice(&payload[written - header.len()..]);
         }
-        let n = rest.len();
+        self.enqueue(rest)
+    }
+
+    /// Writes what the socket takes now, if the owner may write directly
+    /// (plain TCP, nothing queued). Returns the bytes written; when not all,
+    /// the socket now belongs to the writer until it has caught up.
+    fn try_direct(&self, d: &mut Direct, parts: &[IoSlice<'_>]) -> usize {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if d.pending {
+            return 0;
+        }
+        let Some(stream) = &d.stream else {
+            return 0;
+        };
+        // An error is left for the writer to meet.
+        let written = stream.try_write_vectored(parts).unwrap_or(0);
+        if written == total {
+            self.shared.touch();
+        } else {
+            d.pending = true;
+        }
+        written
+    }
+
+    /// Hands bytes to the writer (called with the direct lock held, so
+    /// nothing can be written directly in between).
+    fn enqueue(&self, bytes: Vec<u8>) -> bool {
+        let n = bytes.len();
         self.shared.queued.fetch_add(n, Ordering::Relaxed);
-        if self.tx.send(Cmd::Data(rest)).is_err() {
+        if self.tx.send(Cmd::Data(bytes)).is_err() {
             self.shared.queued.fetch_sub(n, Ordering::Relaxed);
             return false;
         }
