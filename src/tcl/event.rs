@@ -6,6 +6,12 @@
 //! order. Before running a handler it makes sure another Tcl event is queued
 //! while items remain, so a handler that enters `vwait` or `update` still
 //! receives the next items from the nested event loop.
+//!
+//! A queued Tcl event owns nothing: it carries only the mailbox's number,
+//! looked up in its thread's registry when it runs. Tcl frees the events
+//! still queued when a thread exits without running them, and an event can
+//! be posted just after its mailbox closed (the producer raced the owner),
+//! so an event that held a reference would leak it.
 
 use super::ffi;
 use super::interp::panic_message;
@@ -14,7 +20,8 @@ use std::collections::VecDeque;
 use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 /// Items delivered per Tcl event before yielding to the rest of the event loop.
 const BATCH: usize = 512;
@@ -32,11 +39,41 @@ impl ThreadId {
 
 trait Service: Send + Sync {
     fn service(self: Arc<Self>);
-    fn id(&self) -> *const c_void;
 }
 
-/// What a posted Tcl event carries: a handle on the mailbox to drain.
-struct Posted(Arc<dyn Service>);
+/// Numbers mailboxes; 0 is never used, so it can mean "any" in a filter.
+static NEXT_MAILBOX_ID: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// The mailboxes owned by this thread and not yet closed, by number.
+    /// Weak: the owner's state holds the mailbox; a thread that exits
+    /// without closing one must not drop it here, after Tcl is gone.
+    static REGISTRY: RefCell<Vec<(usize, Weak<dyn Service>)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn register(id: usize, mailbox: Weak<dyn Service>) {
+    let _ = REGISTRY.try_with(|r| {
+        let mut r = r.borrow_mut();
+        r.retain(|(_, m)| m.strong_count() > 0);
+        r.push((id, mailbox));
+    });
+}
+
+fn unregister(id: usize) {
+    let _ = REGISTRY.try_with(|r| r.borrow_mut().retain(|(i, _)| *i != id));
+}
+
+fn lookup(id: usize) -> Option<Arc<dyn Service>> {
+    REGISTRY
+        .try_with(|r| {
+            r.borrow()
+                .iter()
+                .find(|(i, _)| *i == id)
+                .and_then(|(_, m)| m.upgrade())
+        })
+        .ok()
+        .flatten()
+}
 
 struct Queue<T> {
     items: VecDeque<T>,
@@ -60,6 +97,7 @@ unsafe impl<T> Send for ConsumerCell<T> {}
 unsafe impl<T> Sync for ConsumerCell<T> {}
 
 pub struct Mailbox<T: Send + 'static> {
+    id: usize,
     owner: ThreadId,
     queue: Mutex<Queue<T>>,
     consumer: ConsumerCell<T>,
@@ -68,7 +106,9 @@ pub struct Mailbox<T: Send + 'static> {
 impl<T: Send + 'static> Mailbox<T> {
     /// A mailbox owned by the calling thread, delivering to `consumer`.
     pub fn new(consumer: Rc<dyn Consumer<T>>) -> Arc<Self> {
-        Arc::new(Mailbox {
+        let id = NEXT_MAILBOX_ID.fetch_add(1, Ordering::Relaxed);
+        let mailbox = Arc::new(Mailbox {
+            id,
             owner: ThreadId::current(),
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
@@ -76,7 +116,10 @@ impl<T: Send + 'static> Mailbox<T> {
                 closed: false,
             }),
             consumer: ConsumerCell(RefCell::new(Some(consumer))),
-        })
+        });
+        let weak: Weak<dyn Service> = Arc::downgrade(&(mailbox.clone() as Arc<dyn Service>));
+        register(id, weak);
+        mailbox
     }
 
     /// Appends an item from any thread. Items sent after `close` are dropped.
@@ -90,20 +133,20 @@ impl<T: Send + 'static> Mailbox<T> {
             !std::mem::replace(&mut q.posted, true)
         };
         // Posted outside the lock, so the woken thread does not wait for it.
-        // An event that arrives after `close` finds the mailbox closed and is
-        // dropped; Tcl ignores events and alerts for threads that are gone.
+        // An event that arrives after `close` finds no mailbox under its
+        // number and does nothing; Tcl ignores events and alerts for threads
+        // that are gone.
         if post {
             self.post(true);
         }
     }
 
-    fn post(self: &Arc<Self>, alert: bool) {
-        let payload = Box::into_raw(Box::new(Posted(self.clone() as Arc<dyn Service>)));
-        // SAFETY: the payload is reclaimed by websocket_service_event or websocket_discard_event.
+    fn post(&self, alert: bool) {
+        // SAFETY: the payload is a plain number; the event owns nothing.
         unsafe {
             ffi::ws_post_event(
                 self.owner.0 as *mut c_void,
-                payload as *mut c_void,
+                self.id as *mut c_void,
                 alert as c_int,
             )
         }
@@ -125,8 +168,9 @@ impl<T: Send + 'static> Mailbox<T> {
         drop(items);
         let consumer = self.consumer.0.borrow_mut().take();
         drop(consumer);
-        // SAFETY: matches our own events by mailbox identity on this thread.
-        unsafe { ffi::ws_delete_events(Service::id(self.as_ref()) as *mut c_void) }
+        unregister(self.id);
+        // SAFETY: matches our own events by mailbox number on this thread.
+        unsafe { ffi::ws_delete_events(self.id as *mut c_void) }
     }
 
     pub fn is_closed(&self) -> bool {
@@ -135,10 +179,6 @@ impl<T: Send + 'static> Mailbox<T> {
 }
 
 impl<T: Send + 'static> Service for Mailbox<T> {
-    fn id(&self) -> *const c_void {
-        self as *const Self as *const c_void
-    }
-
     fn service(self: Arc<Self>) {
         if !self.on_owner_thread() {
             return;
@@ -184,9 +224,9 @@ impl<T: Send + 'static> Service for Mailbox<T> {
 #[no_mangle]
 extern "C" fn websocket_service_event(payload: *mut c_void) -> c_int {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: created by Mailbox::post; each event is serviced or discarded once.
-        let posted = unsafe { Box::from_raw(payload as *mut Posted) };
-        posted.0.clone().service();
+        if let Some(mailbox) = lookup(payload as usize) {
+            mailbox.service();
+        }
     }));
     if let Err(p) = outcome {
         eprintln!(
@@ -198,16 +238,6 @@ extern "C" fn websocket_service_event(payload: *mut c_void) -> c_int {
 }
 
 #[no_mangle]
-extern "C" fn websocket_discard_event(payload: *mut c_void) {
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: as above.
-        drop(unsafe { Box::from_raw(payload as *mut Posted) });
-    }));
-}
-
-#[no_mangle]
 extern "C" fn websocket_event_matches(payload: *mut c_void, target: *mut c_void) -> c_int {
-    // SAFETY: payload is a live Posted (the event is still queued).
-    let posted = unsafe { &*(payload as *const Posted) };
-    (target.is_null() || std::ptr::eq(posted.0.id(), target as *const c_void)) as c_int
+    (target.is_null() || payload == target) as c_int
 }

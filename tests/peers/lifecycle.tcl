@@ -4,8 +4,8 @@
 #   1. a tcllib-style server and a client in the main interpreter exchange
 #      text, binary, a fragmented message and a ping, then close;
 #   2. a child interpreter opens a connection and is deleted while it lives;
-#   3. a Thread-package thread opens a connection and is released while
-#      connected;
+#   3. Thread-package threads open a connection and are released while
+#      connected and receiving;
 #   4. a server-side and a client-side connection are left open and the
 #      script calls `exit`.
 #
@@ -118,15 +118,22 @@ interp delete child
 wait_until {[n srv/child disconnect]}
 puts "step 2 ok"
 
-# 3. A thread with a live connection is released.
-set tid [thread::create]
-thread::send $tid [list set auto_path $auto_path]
-thread::send $tid {package require websocket 1.5.0}
-thread::send $tid [list ::websocket::open $url/thread {apply {args {}}}]
-wait_until {[n srv/thread connect]}
-::websocket::send $::sock(srv/thread) text "to the thread"
-thread::release $tid
-wait_until {[n srv/thread disconnect]}
+# 3. Threads with a live connection are released, while the server is
+#    still sending to them: an event posted as the thread goes away must
+#    not leak (it once held a reference to the mailbox).
+for {set k 0} {$k < 6} {incr k} {
+    set tid [thread::create]
+    thread::send $tid [list set auto_path $auto_path]
+    thread::send $tid {package require websocket 1.5.0}
+    thread::send $tid [list ::websocket::open $url/thread$k {apply {args {}}}]
+    wait_until "\[n srv/thread$k connect\]"
+    for {set j 0} {$j < 200} {incr j} {
+        ::websocket::send $::sock(srv/thread$k) text "to the thread $j"
+    }
+    after [expr {$k % 3}]
+    thread::release $tid
+    wait_until "\[n srv/thread$k disconnect\]"
+}
 puts "step 3 ok"
 
 # 4. Connections left open at exit.
