@@ -173,7 +173,7 @@ run_one() {
         pipelined) args=(--duration "$DURATION" --inflight 100 --size 32); maxt=$((DUR_INT + 20)) ;;
         rtt)       args=(--count "$RTT_COUNT" --size 32); maxt=120 ;;
         large)     args=(--duration "$DURATION" --size 1048576); maxt=$((DUR_INT + 30)) ;;
-        conns)     args=(--conns 200 --echoes 50 --size 32 --batch 50); maxt=60 ;;
+        conns)     args=(--conns 200 --echoes 50 --repeat 7 --size 32 --batch 50); maxt=90 ;;
         idle)      args=(--conns "$IDLE_CONNS" --batch 200); maxt=$((60 + IDLE_CONNS / 100)) ;;
     esac
     start_server "$name" "$log"
