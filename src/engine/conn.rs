@@ -236,7 +236,7 @@ impl Handle {
             return 0;
         };
         // An error is left for the writer to meet.
-        let written = stream.try_write_vectored(parts).unwrap_or(0);
+        let written = send_now(stream, parts).unwrap_or(0);
         if written == total {
             self.shared.touch();
         } else {
@@ -391,6 +391,12 @@ where
 enum Input<S> {
     Tcp(Arc<TcpStream>),
     Stream(ReadHalf<S>, Vec<u8>),
+}
+
+/// Writes what the socket takes now; WouldBlock (which clears the socket's
+/// write readiness) when it takes nothing.
+fn send_now(stream: &TcpStream, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+    stream.try_io(tokio::io::Interest::WRITABLE, || crate::sys::send_vectored(stream, parts))
 }
 
 /// Reads what the socket holds. A read shorter than the buffer emptied the
@@ -643,7 +649,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 slices.push(IoSlice::new(&bufs[idx][off..]));
                 slices.extend(bufs[idx + 1..].iter().take(15).map(|b| IoSlice::new(b)));
                 match &mut self.out {
-                    Output::Tcp(s) => match s.try_write_vectored(&slices) {
+                    Output::Tcp(s) => match send_now(s, &slices) {
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             s.writable().await?;
