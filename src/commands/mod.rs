@@ -586,7 +586,13 @@ impl Consumer<(u64, Event)> for Delivery {
     }
 }
 
+/// Set once `exit` has begun: the process exit handler has closed every
+/// connection, and the thread exit handlers that run after it have nothing
+/// left to do.
+static PROCESS_EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn process_exit() {
+    PROCESS_EXITING.store(true, std::sync::atomic::Ordering::SeqCst);
     if engine::conn::close_all() > 0 {
         // Let the writers put the close frames on the wire.
         std::thread::sleep(Duration::from_millis(100));
@@ -622,8 +628,25 @@ pub fn init(interp: Interp) -> Result<(), TclError> {
             me: weak,
         }
     });
+    // A thread can end without deleting its interpreters (`thread::exit`
+    // calls Tcl_ExitThread): its connections are closed (1001) then, as on
+    // interpreter deletion, instead of living on with nobody to hear them.
+    let weak = Rc::downgrade(&state);
+    let thread_exit = crate::tcl::callback::on_thread_exit(Box::new(move || {
+        if !PROCESS_EXITING.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Some(s) = weak.upgrade() {
+                s.shutdown();
+            }
+        }
+    }));
     let owned = state.clone();
-    crate::tcl::callback::on_delete(interp, Box::new(move || owned.shutdown()));
+    crate::tcl::callback::on_delete(
+        interp,
+        Box::new(move || {
+            owned.shutdown();
+            thread_exit.cancel();
+        }),
+    );
 
     type F = fn(&State, Interp, &[ObjRef]) -> crate::tcl::CmdResult;
     let commands: &[(&str, F)] = &[

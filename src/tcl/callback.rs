@@ -1,5 +1,5 @@
 //! Safe registration of Rust closures as Tcl callbacks: interpreter
-//! deletion, process exit, idle time. Panics stop here.
+//! deletion, process and thread exit, idle time. Panics stop here.
 
 use super::ffi::{self, Tcl_Interp};
 use super::interp::Interp;
@@ -37,6 +37,55 @@ unsafe extern "C" fn run_exit(cd: *mut c_void) {
 pub fn at_exit(f: fn()) {
     // SAFETY: a plain fn pointer travels as the clientData.
     unsafe { ffi::ws_create_exit_handler(run_exit, f as *mut c_void) }
+}
+
+struct ThreadExit {
+    f: Option<Once>,
+    pending: Rc<Cell<bool>>,
+}
+
+unsafe extern "C" fn run_thread_exit(cd: *mut c_void) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: boxed by on_thread_exit; Tcl calls it once unless
+        // ThreadExitCall::cancel removed it first.
+        let mut te = Box::from_raw(cd as *mut ThreadExit);
+        te.pending.set(false);
+        if let Some(f) = te.f.take() {
+            f();
+        }
+    }));
+}
+
+/// A registration made by `on_thread_exit`.
+pub struct ThreadExitCall {
+    cd: *mut c_void,
+    pending: Rc<Cell<bool>>,
+}
+
+impl ThreadExitCall {
+    /// Removes the handler unless it already ran. Call on its thread.
+    pub fn cancel(self) {
+        if self.pending.replace(false) {
+            // SAFETY: still registered, so Tcl has neither run nor freed it.
+            unsafe {
+                ffi::ws_delete_thread_exit_handler(run_thread_exit, self.cd);
+                drop(Box::from_raw(self.cd as *mut ThreadExit));
+            }
+        }
+    }
+}
+
+/// Runs `f` when the calling thread ends through Tcl (`Tcl_FinalizeThread`:
+/// `thread::exit`, or the last step of `exit`).
+pub fn on_thread_exit(f: Once) -> ThreadExitCall {
+    let pending = Rc::new(Cell::new(true));
+    let cd = Box::into_raw(Box::new(ThreadExit {
+        f: Some(f),
+        pending: pending.clone(),
+    })) as *mut c_void;
+    // SAFETY: the box is reclaimed by run_thread_exit or ThreadExitCall::cancel.
+    unsafe { ffi::ws_create_thread_exit_handler(run_thread_exit, cd) }
+    ThreadExitCall { cd, pending }
 }
 
 struct Idle {

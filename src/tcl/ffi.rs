@@ -80,6 +80,8 @@ extern "C" {
     ) -> *mut c_void;
     pub fn ws_call_when_deleted(interp: *mut Tcl_Interp, proc_: InterpDeleteProc, cd: *mut c_void);
     pub fn ws_create_exit_handler(proc_: ExitProc, cd: *mut c_void);
+    pub fn ws_create_thread_exit_handler(proc_: ExitProc, cd: *mut c_void);
+    pub fn ws_delete_thread_exit_handler(proc_: ExitProc, cd: *mut c_void);
     pub fn ws_get_var(interp: *mut Tcl_Interp, name: *const c_char) -> *mut Tcl_Obj;
     pub fn ws_write_stdout(s: *const c_char, n: isize);
 

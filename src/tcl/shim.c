@@ -81,6 +81,8 @@ void ws_call_when_deleted(Tcl_Interp *interp, Tcl_InterpDeleteProc *proc, void *
     Tcl_CallWhenDeleted(interp, proc, cd);
 }
 void ws_create_exit_handler(Tcl_ExitProc *proc, void *cd) { Tcl_CreateExitHandler(proc, cd); }
+void ws_create_thread_exit_handler(Tcl_ExitProc *proc, void *cd) { Tcl_CreateThreadExitHandler(proc, cd); }
+void ws_delete_thread_exit_handler(Tcl_ExitProc *proc, void *cd) { Tcl_DeleteThreadExitHandler(proc, cd); }
 Tcl_Obj *ws_get_var(Tcl_Interp *interp, const char *name) {
     return Tcl_GetVar2Ex(interp, name, NULL, TCL_GLOBAL_ONLY);
 }

@@ -5,7 +5,7 @@
 #      text, binary, a fragmented message and a ping, then close;
 #   2. a child interpreter opens a connection and is deleted while it lives;
 #   3. Thread-package threads open a connection and are released while
-#      connected and receiving;
+#      connected and receiving; one ends with thread::exit instead;
 #   4. a server-side and a client-side connection are left open and the
 #      script calls `exit`.
 #
@@ -134,6 +134,16 @@ for {set k 0} {$k < 6} {incr k} {
     thread::release $tid
     wait_until "\[n srv/thread$k disconnect\]"
 }
+# A thread that ends with thread::exit (its interpreter is not deleted):
+# its connection is closed all the same.
+set tid [thread::create]
+thread::send $tid [list set auto_path $auto_path]
+thread::send $tid {package require websocket 1.5.0}
+thread::send $tid [list ::websocket::open $url/texit {apply {args {}}}]
+wait_until {[n srv/texit connect]}
+::websocket::send $::sock(srv/texit) text "to the exiting thread"
+thread::send -async $tid {thread::exit}
+wait_until {[n srv/texit disconnect]}
 puts "step 3 ok"
 
 # 4. Connections left open at exit.
