@@ -66,6 +66,30 @@ pub fn recv(sock: &impl std::os::fd::AsFd, buf: &mut [u8]) -> std::io::Result<us
     }
 }
 
+/// One recv() on a socket, appending up to `max` bytes to `buf` (received
+/// straight into its spare capacity, nothing zeroed first).
+pub fn recv_append(
+    sock: &impl std::os::fd::AsFd,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_fd().as_raw_fd();
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let want = max.min(spare.len());
+    // SAFETY: a valid, borrowed fd; recv writes at most `want` bytes into
+    // the spare capacity, and only the `n` bytes it wrote become part of
+    // the vector.
+    let n = unsafe { libc::recv(fd, spare.as_mut_ptr() as *mut libc::c_void, want, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: recv initialised the first n (<= want <= spare) bytes.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok(n as usize)
+}
+
 /// One send() (one buffer) or sendmsg() (several) on a socket, never
 /// blocking and never raising SIGPIPE: the bytes it took. A socket skips the
 /// file layer's work that write()/writev() do (measured: ~3% of a server's

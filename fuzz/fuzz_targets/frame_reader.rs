@@ -1,6 +1,7 @@
 //! MessageReader for both roles: whole-buffer decoding must agree with
-//! decoding the same bytes split at a point taken from the data, and with
-//! byte-at-a-time decoding.
+//! decoding the same bytes split at a point taken from the data, with
+//! byte-at-a-time decoding, and with receiving payloads in place
+//! (`payload_room` / `payload_appended`, as the engine does for large ones).
 //!
 //! Input: `[split point][max message size selector][wire bytes...]`; the
 //! wire bytes are decoded in both roles.
@@ -53,6 +54,45 @@ fn run(role: Role, max: usize, data: &[u8], chunk_len: &dyn Fn(usize) -> usize) 
     (msgs, None)
 }
 
+/// Like `run` with a fixed chunk length, but payload bytes go straight into
+/// the reader's message buffer whenever it offers room for them.
+fn run_in_place(role: Role, max: usize, data: &[u8], chunk: usize) -> Outcome {
+    let mut r = MessageReader::new(role, max);
+    let mut msgs = Vec::new();
+    let mut off = 0;
+    while off < data.len() {
+        let n = chunk.clamp(1, data.len() - off);
+        let room = r.payload_room(1);
+        if room > 0 {
+            let take = n.min(room);
+            r.payload_buffer().extend_from_slice(&data[off..off + take]);
+            off += take;
+            match r.payload_appended(take) {
+                Ok(Some(m)) => msgs.push(m),
+                Ok(None) => {}
+                Err(v) => return (msgs, Some(v)),
+            }
+            continue;
+        }
+        let mut buf = data[off..off + n].to_vec();
+        let mut at = 0;
+        loop {
+            match r.read(&mut buf[at..]) {
+                Ok((0, None)) => break,
+                Ok((c, m)) => {
+                    at += c;
+                    if let Some(m) = m {
+                        msgs.push(m);
+                    }
+                }
+                Err(v) => return (msgs, Some(v)),
+            }
+        }
+        off += n;
+    }
+    (msgs, None)
+}
+
 fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {
         return;
@@ -80,5 +120,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(whole, two);
         let bytewise = run(role, max, data, &|_| 1);
         assert_eq!(whole, bytewise);
+        let in_place = run_in_place(role, max, data, split.max(1));
+        assert_eq!(whole, in_place);
     }
 });

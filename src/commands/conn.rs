@@ -337,8 +337,7 @@ pub fn configure(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
             ));
         } else if bare.starts_with("maxq") {
             c.max_queue = byte_count(interp, v, "-maxqueue")?;
-        } else if bare.starts_with('m') {
-            // -m, -max and -maxl... stay -maxlength, the first one there was.
+        } else if bare.starts_with("maxl") {
             c.max_message = byte_count(interp, v, "-maxlength")?;
             c.handle.set_max_message(c.max_message);
         } else {

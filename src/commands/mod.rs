@@ -6,6 +6,7 @@ pub mod log;
 mod open;
 mod send;
 mod server;
+mod url;
 
 use crate::engine::conn::{Cmd, Handle};
 use crate::engine::{self, Event, Sink};
@@ -410,7 +411,12 @@ impl State {
                 self.disconnect(&name);
             }
             Event::Error(msg) => {
-                log::log(Level::Error, &msg);
+                // tcllib logs (at "error") only a failed accept check; the
+                // other failures reach the script as the event alone.
+                if msg.starts_with("Security handshake failed") {
+                    log::log(Level::Error, "Security handshake failed");
+                }
+                log::log(Level::Info, &msg);
                 self.push(&name, Kind::Error, Obj::string(&msg));
                 self.forget(&name);
             }

@@ -18,10 +18,39 @@ const ALLOWED: &[&str] = &[
     "bi*", "bl*", "ch*", "he*", "k*", "m*", "prog*", "prot*", "qu*", "s*", "ti*", "ty*", "tls",
 ];
 
+/// tcllib hands every allowed option it does not handle itself (all but
+/// -headers, -protocol and -timeout) to http::geturl, which takes only these
+/// exact names.
+const GETURL_OPTIONS: &[&str] = &[
+    "-binary", "-blocksize", "-channel", "-command", "-handler", "-headers", "-keepalive",
+    "-method", "-myaddr", "-progress", "-protocol", "-query", "-queryblocksize",
+    "-querychannel", "-queryprogress", "-strict", "-timeout", "-type", "-validate",
+];
+
+/// The passed-on options whose http::geturl default is an integer: it
+/// insists on an integer for them.
+const GETURL_INTEGER_OPTIONS: &[&str] = &["-blocksize", "-queryblocksize", "-keepalive", "-strict"];
+
+/// What http::geturl says of an option tcllib passed on to it, if it refuses it.
+fn geturl_option_error(k: &str, v: &str) -> Option<String> {
+    if !GETURL_OPTIONS.contains(&k) {
+        return Some(format!("Unknown option {k}, can be: {}", GETURL_OPTIONS.join(", ")));
+    }
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if GETURL_INTEGER_OPTIONS.contains(&k) && !digits(v) {
+        return Some(format!("Bad value for {k} ({v}), must be integer"));
+    }
+    None
+}
+
 fn pairs<'a>(interp: Interp, list: ObjRef<'a>) -> Result<Vec<(ObjRef<'a>, ObjRef<'a>)>, TclError> {
     let elems = list.list_elements(Some(interp)).ok_or(TclError::InInterp)?;
     if elems.len() % 2 != 0 {
-        return Err(TclError::plain("list must have an even number of elements"));
+        // As tcllib's `array set HDR $v` reports it.
+        return Err(TclError::Msg {
+            msg: "list must have an even number of elements".into(),
+            code: vec!["TCL".into(), "ARGUMENT".into(), "FORMAT".into()],
+        });
     }
     Ok(elems.chunks(2).map(|c| (c[0], c[1])).collect())
 }
@@ -62,6 +91,10 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let mut timeout = None;
     let mut myaddr = None;
     let mut tls = TlsSettings::default();
+    let mut strict = true;
+    // http::geturl's verdict on the options tcllib would have passed on:
+    // given after tcllib's own option loop, as tcllib's open does.
+    let mut geturl_error: Option<String> = None;
     let args = &objv[3..];
     let empty = Obj::string("");
     let mut i = 0;
@@ -105,18 +138,32 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
                     timeout = Some(Duration::from_millis(ms as u64));
                 }
             }
-        } else if lower.starts_with('m') {
-            myaddr = Some(v.to_string_lossy());
+        } else {
+            let value = v.to_string_lossy();
+            if geturl_error.is_none() {
+                geturl_error = geturl_option_error(&k, &value);
+            }
+            match k.as_str() {
+                "-myaddr" => myaddr = Some(value),
+                "-strict" => strict = value.bytes().any(|b| b != b'0'),
+                // The other http::geturl options (-method, -query, -type,
+                // -keepalive, ...) have no meaning for a WebSocket.
+                _ => {}
+            }
         }
-        // The other http::geturl options have no meaning for a WebSocket.
     }
-
-    let target = client::parse_url(&url).map_err(|e| {
+    let opening_error = |detail: &str| {
         TclError::ws(
-            format!("Error while opening WebSocket connection to {url}: {e}"),
+            format!("Error while opening WebSocket connection to {url}: {detail}"),
             &[],
         )
-    })?;
+    };
+    if let Some(e) = geturl_error {
+        return Err(opening_error(&e));
+    }
+    super::url::check_like_geturl(&url, strict).map_err(|e| opening_error(&e))?;
+
+    let target = client::parse_url(&url).map_err(|e| opening_error(&e))?;
     let id = next_id();
     let name = format!("sockws{id}");
     let (handle, inbox) = engine_conn::channel(id, DEFAULT_MAX_MESSAGE);

@@ -39,7 +39,14 @@ pub fn live(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
             .map(|p| p.to_string_lossy())
             .unwrap_or_else(|| "*".into()),
     });
-    Ok(None)
+    // tcllib returns what its `lappend` gives: every registration so far.
+    let mut all = Vec::with_capacity(lives.len() * 3);
+    for l in lives.iter() {
+        all.push(Obj::string(&l.path));
+        all.push(l.handler.clone());
+        all.push(Obj::string(&l.protocol));
+    }
+    Ok(Some(Obj::list(&all)))
 }
 
 /// Header pairs from a Tcl dict-style list, or None if it is no such list.

@@ -40,11 +40,8 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
             ))
         }
     };
-    if parsed.fragment().is_some() {
-        return Err(format!(
-            "Invalid URL '{url}': a WebSocket URL cannot have a fragment"
-        ));
-    }
+    // A fragment (RFC 6455 §3: meaningless here) is dropped, as tcllib's
+    // http::geturl drops it: it never reaches the wire.
     let host = match parsed.host() {
         Some(url::Host::Domain(d)) => d.to_string(),
         Some(url::Host::Ipv4(a)) => a.to_string(),
@@ -373,7 +370,8 @@ mod tests {
             ("::1", "[::1]:9000")
         );
         assert!(parse_url("ftp://x/").is_err());
-        assert!(parse_url("ws://x/#frag").is_err());
+        let t = parse_url("ws://x/a?b#frag").unwrap();
+        assert_eq!(t.resource, "/a?b", "the fragment never reaches the wire");
         assert!(parse_url("not a url").is_err());
     }
 }

@@ -34,6 +34,12 @@ const CLOSE_REPLY_DELAY: Duration = Duration::from_secs(1);
 const WRITE_BATCH: usize = 256 * 1024;
 /// Read size; the buffer is per thread, not per connection.
 const READ_CHUNK: usize = 256 * 1024;
+/// A data frame with at least this much payload still to come is received
+/// straight into the message buffer (one copy fewer than through the
+/// read buffer); smaller ones are not worth a system call of their own.
+const IN_PLACE_MIN: usize = 64 * 1024;
+/// At most this much per in-place receive.
+const IN_PLACE_CHUNK: usize = 1 << 20;
 /// Read buffer of a connection over a stream transport (TLS, Tcl channel).
 const STREAM_READ_BUF: usize = 16 * 1024;
 
@@ -420,6 +426,24 @@ fn read_drained(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// `read_drained`, appending at most `max` bytes to `buf`.
+fn read_drained_append(stream: &TcpStream, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    let mut got = 0;
+    let r = stream.try_io(tokio::io::Interest::READABLE, || {
+        let n = crate::sys::recv_append(stream, buf, max)?;
+        got = n;
+        if n > 0 && n < max {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        other => other,
+    }
+}
+
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; READ_CHUNK]);
 }
@@ -453,8 +477,21 @@ impl Reader {
             self.backpressure().await;
             let got = match &mut input {
                 Input::Tcp(stream) => {
+                    let room = if self.closing {
+                        0
+                    } else {
+                        self.reader.payload_room(IN_PLACE_MIN)
+                    };
                     if stream.readable().await.is_err() {
                         None
+                    } else if room > 0 {
+                        let buf = self.reader.payload_buffer();
+                        match read_drained_append(stream, buf, room.min(IN_PLACE_CHUNK)) {
+                            Ok(0) => None,
+                            Ok(n) => Some(self.process_in_place(n)),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                            Err(_) => None,
+                        }
                     } else {
                         let r = SCRATCH.with(|b| {
                             let mut buf = b.borrow_mut();
@@ -544,21 +581,38 @@ impl Reader {
                         None => {}
                     }
                 }
-                Err(v) => {
-                    let reason = close::default_reason(v.code).unwrap_or(v.reason);
-                    self.sink.emit(
-                        self.id,
-                        Event::Closed {
-                            code: v.code,
-                            reason: reason.to_string(),
-                        },
-                    );
-                    let _ = self.to_writer.send(FromReader::Fail(v.code, v.reason));
-                    let _ = self.to_writer.send(FromReader::Ended);
-                    return Flow::Stop;
-                }
+                Err(v) => return self.fail(v),
             }
         }
+    }
+
+    /// `n` payload bytes were received straight into the reader's message
+    /// buffer (see `MessageReader::payload_room`).
+    fn process_in_place(&mut self, n: usize) -> Flow {
+        self.shared.touch();
+        match self.reader.payload_appended(n) {
+            Ok(Some(m)) => {
+                self.emit(m);
+                Flow::More
+            }
+            Ok(None) => Flow::More,
+            Err(v) => self.fail(v),
+        }
+    }
+
+    /// The peer broke the protocol: report it, close with its code, stop.
+    fn fail(&mut self, v: close::Violation) -> Flow {
+        let reason = close::default_reason(v.code).unwrap_or(v.reason);
+        self.sink.emit(
+            self.id,
+            Event::Closed {
+                code: v.code,
+                reason: reason.to_string(),
+            },
+        );
+        let _ = self.to_writer.send(FromReader::Fail(v.code, v.reason));
+        let _ = self.to_writer.send(FromReader::Ended);
+        Flow::Stop
     }
 
     fn emit(&self, m: Message) {

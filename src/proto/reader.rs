@@ -6,7 +6,7 @@
 
 use crate::proto::close::{self, Violation};
 use crate::proto::frame::{self, FrameHeader, MAX_HEADER_LEN};
-use crate::proto::mask::extend_masked;
+use crate::proto::mask::{apply_mask, extend_masked};
 use crate::proto::utf8::Utf8Validator;
 use crate::proto::Role;
 
@@ -110,6 +110,85 @@ impl MessageReader {
         }
     }
 
+    /// In-place receiving, for large payloads (saves a copy): when the
+    /// decoder is inside a data frame with at least `min` (> 0) payload
+    /// bytes still to come, how many of them the caller may append to
+    /// [`payload_buffer`](Self::payload_buffer) before calling
+    /// [`payload_appended`](Self::payload_appended); 0 otherwise (then use
+    /// [`read`](Self::read)).
+    pub fn payload_room(&self, min: usize) -> usize {
+        if self.failed.is_some() {
+            return 0;
+        }
+        match self.state {
+            State::Payload { hdr, pos } if !frame::is_control(hdr.opcode) => {
+                let remaining = hdr.payload_len - pos;
+                if remaining >= min.max(1) as u64 {
+                    usize::try_from(remaining).unwrap_or(usize::MAX)
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        }
+    }
+
+    /// The buffer the message in progress is assembled in. Only append to
+    /// it, at most [`payload_room`](Self::payload_room) bytes, as received
+    /// (still masked).
+    pub fn payload_buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.msg
+    }
+
+    /// The last `n` bytes of [`payload_buffer`](Self::payload_buffer) were
+    /// appended as received; unmasks and checks them like [`read`](Self::read)
+    /// would have, and returns the message they complete, if any.
+    ///
+    /// # Panics
+    /// If `n` exceeds the room given by `payload_room` or the buffer holds
+    /// fewer than `n` bytes.
+    pub fn payload_appended(&mut self, n: usize) -> Result<Option<Message>, Violation> {
+        if let Some(v) = &self.failed {
+            return Err(v.clone());
+        }
+        let (hdr, pos) = match self.state {
+            State::Payload { hdr, pos } if !frame::is_control(hdr.opcode) => (hdr, pos),
+            _ => panic!("payload_appended outside a data frame payload"),
+        };
+        assert!(n as u64 <= hdr.payload_len - pos, "payload_appended beyond the frame");
+        let start = self.msg.len() - n;
+        let r = self.accept_payload(hdr, pos, start, n);
+        if let Err(v) = &r {
+            self.failed = Some(v.clone());
+        }
+        r
+    }
+
+    /// `n` payload bytes of frame `hdr`, from payload position `pos`, sit
+    /// at `msg[start..]`: unmask, validate, advance, finish the frame.
+    fn accept_payload(
+        &mut self,
+        hdr: FrameHeader,
+        pos: u64,
+        start: usize,
+        n: usize,
+    ) -> Result<Option<Message>, Violation> {
+        if let Some(k) = hdr.mask {
+            apply_mask(&mut self.msg[start..], k, pos as usize);
+        }
+        if self.msg_opcode == Some(frame::OP_TEXT) {
+            self.utf8
+                .feed(&self.msg[start..])
+                .map_err(|_| Violation::invalid_data("invalid UTF-8 in text message"))?;
+        }
+        let pos = pos + n as u64;
+        self.state = State::Payload { hdr, pos };
+        if pos == hdr.payload_len {
+            return self.finish_frame(&hdr);
+        }
+        Ok(None)
+    }
+
     fn read_inner(&mut self, buf: &[u8]) -> Result<(usize, Option<Message>), Violation> {
         let mut consumed = 0;
         loop {
@@ -168,27 +247,23 @@ impl MessageReader {
                         remaining as usize
                     };
                     let src = &rest[..n];
-                    let control = frame::is_control(hdr.opcode);
-                    let dst = if control {
-                        &mut self.ctrl
-                    } else {
-                        &mut self.msg
-                    };
-                    let start = dst.len();
-                    match hdr.mask {
-                        None => dst.extend_from_slice(src),
-                        Some(k) => extend_masked(dst, src, k, pos as usize),
-                    }
-                    if !control && self.msg_opcode == Some(frame::OP_TEXT) {
-                        self.utf8.feed(&self.msg[start..]).map_err(|_| {
-                            Violation::invalid_data("invalid UTF-8 in text message")
-                        })?;
-                    }
                     consumed += n;
-                    let pos = pos + n as u64;
-                    self.state = State::Payload { hdr, pos };
-                    if pos == hdr.payload_len {
-                        if let Some(m) = self.finish_frame(&hdr)? {
+                    if frame::is_control(hdr.opcode) {
+                        match hdr.mask {
+                            None => self.ctrl.extend_from_slice(src),
+                            Some(k) => extend_masked(&mut self.ctrl, src, k, pos as usize),
+                        }
+                        let pos = pos + n as u64;
+                        self.state = State::Payload { hdr, pos };
+                        if pos == hdr.payload_len {
+                            if let Some(m) = self.finish_frame(&hdr)? {
+                                return Ok((consumed, Some(m)));
+                            }
+                        }
+                    } else {
+                        let start = self.msg.len();
+                        self.msg.extend_from_slice(src);
+                        if let Some(m) = self.accept_payload(hdr, pos, start, n)? {
                             return Ok((consumed, Some(m)));
                         }
                     }
@@ -321,6 +396,51 @@ mod tests {
         while off < data.len() {
             let n = sizes().max(1).min(data.len() - off);
             let chunk = &mut scratch[off..off + n];
+            let mut at = 0;
+            loop {
+                match r.read(&mut chunk[at..]) {
+                    Ok((0, None)) => break,
+                    Ok((c, msg)) => {
+                        at += c;
+                        if let Some(mm) = msg {
+                            msgs.push(mm);
+                        }
+                    }
+                    Err(v) => return (msgs, Some(v)),
+                }
+            }
+            assert_eq!(at, n, "reader must consume every byte it is given");
+            off += n;
+        }
+        (msgs, None)
+    }
+
+    /// Like `decode_with`, but the way the engine receives large payloads:
+    /// whenever `payload_room(min)` allows, the next chunk is appended
+    /// straight to `payload_buffer()` and reported with `payload_appended`.
+    fn decode_in_place(
+        r: &mut MessageReader,
+        data: &[u8],
+        min: usize,
+        sizes: &mut dyn FnMut() -> usize,
+    ) -> Outcome {
+        let mut msgs = Vec::new();
+        let mut off = 0;
+        while off < data.len() {
+            let n = sizes().max(1).min(data.len() - off);
+            let room = r.payload_room(min);
+            if room > 0 {
+                let take = n.min(room);
+                r.payload_buffer().extend_from_slice(&data[off..off + take]);
+                off += take;
+                match r.payload_appended(take) {
+                    Ok(Some(m)) => msgs.push(m),
+                    Ok(None) => {}
+                    Err(v) => return (msgs, Some(v)),
+                }
+                continue;
+            }
+            let mut chunk = data[off..off + n].to_vec();
             let mut at = 0;
             loop {
                 match r.read(&mut chunk[at..]) {
@@ -858,6 +978,80 @@ mod tests {
                 assert_eq!(decode_bytewise(role, MAX, &wire), whole);
             }
         }
+    }
+
+    /// Receiving payloads in place (`payload_room` / `payload_appended`)
+    /// decodes random streams, split anywhere, exactly as `read` does.
+    #[test]
+    fn in_place_payloads_match_read() {
+        let mut rng = XorShift(0x5eed_1234_abcd_0001);
+        for round in 0..60 {
+            let role = if round % 2 == 0 {
+                Role::Server
+            } else {
+                Role::Client
+            };
+            let (wire, expect) = random_stream(&mut rng, role, 25);
+            for _ in 0..4 {
+                let mut r = MessageReader::new(role, MAX);
+                let min = [1usize, 2, 16, 300][rng.below(4) as usize];
+                let maxchunk = [1u64, 3, 17, 200, 5000][rng.below(5) as usize];
+                let mut seed = XorShift(rng.next() | 1);
+                let got =
+                    decode_in_place(&mut r, &wire, min, &mut || 1 + seed.below(maxchunk) as usize);
+                assert_eq!(got, (expect.clone(), None), "round {round}");
+                assert!(!r.in_message());
+            }
+        }
+    }
+
+    /// In-place receiving fails on corrupted streams exactly as `read` does
+    /// (same messages first, same close code), e.g. invalid UTF-8 (1007)
+    /// arriving in an in-place chunk.
+    #[test]
+    fn in_place_corruption_matches_read() {
+        let mut rng = XorShift(0x0dd_ba11_cafe_f00d);
+        for round in 0..300 {
+            let role = if round % 2 == 0 {
+                Role::Server
+            } else {
+                Role::Client
+            };
+            let (mut wire, _) = random_stream(&mut rng, role, 6);
+            for _ in 0..1 + rng.below(3) {
+                let i = rng.below(wire.len() as u64) as usize;
+                wire[i] ^= 1 << rng.below(8);
+            }
+            let max = if round % 3 == 0 { 300 } else { MAX };
+            let whole = decode(role, max, &wire);
+            let mut r = MessageReader::new(role, max);
+            let mut seed = XorShift(rng.next() | 1);
+            let got = decode_in_place(&mut r, &wire, 1, &mut || 1 + seed.below(64) as usize);
+            assert_eq!(got, whole, "round {round}");
+        }
+    }
+
+    /// §5.5: control frames are never received in place, and a ping between
+    /// two fragments leaves the message in progress intact.
+    #[test]
+    fn in_place_room_only_inside_data_payloads() {
+        let mut r = MessageReader::new(Role::Server, MAX);
+        assert_eq!(r.payload_room(1), 0, "no frame yet");
+        let big = vec![0x41u8; 1000];
+        let first = m(false, frame::OP_TEXT, &big);
+        let (hdr, _) = first.split_at(first.len() - big.len());
+        assert_eq!(r.read(&mut hdr.to_vec()).unwrap(), (hdr.len(), None));
+        assert_eq!(r.payload_room(1), 1000);
+        assert_eq!(r.payload_room(1001), 0, "fewer than min bytes to come");
+        r.payload_buffer().extend_from_slice(&first[hdr.len()..]);
+        assert_eq!(r.payload_appended(1000).unwrap(), None, "not final");
+        assert_eq!(r.payload_room(1), 0, "between frames");
+        let mut ping = m(true, frame::OP_PING, b"p");
+        assert_eq!(r.read(&mut ping[..3]).unwrap(), (3, None));
+        assert_eq!(r.payload_room(1), 0, "inside a control frame");
+        assert_eq!(r.read(&mut ping[3..]).unwrap(), (ping.len() - 3, Some(Message::Ping(b"p".to_vec()))));
+        let mut last = m(true, frame::OP_CONTINUATION, b"!");
+        assert_eq!(r.read(&mut last).unwrap().1, Some(Message::Text([big, b"!".to_vec()].concat())));
     }
 
     /// RFC 6455 §5 / §8.1: corrupted streams fail identically (same messages
