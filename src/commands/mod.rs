@@ -588,6 +588,13 @@ impl Consumer<(u64, Event)> for Delivery {
     fn batch_done(&self) {
         if let Some(st) = self.0.upgrade() {
             st.flush_corked();
+            // Nothing is left for the idle-time flush to do. A pending idle
+            // handler would make Tcl's next wait a poll, which the threaded
+            // notifier of Tcl 8.6 serves with a round trip through its
+            // select() thread: two context switches per batch for nothing.
+            if let Some(call) = st.idle_flush.borrow_mut().take() {
+                call.cancel();
+            }
         }
     }
 }
