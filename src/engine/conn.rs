@@ -410,29 +410,26 @@ fn send_now(stream: &TcpStream, parts: &[IoSlice<'_>]) -> io::Result<usize> {
 /// data raises it again) instead of costing a second read that would only
 /// say "would block".
 fn read_drained(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    let r = stream.try_io(tokio::io::Interest::READABLE, || {
-        let n = crate::sys::recv(stream, buf)?;
-        got = n;
-        if n > 0 && n < buf.len() {
-            Err(io::ErrorKind::WouldBlock.into())
-        } else {
-            Ok(n)
-        }
-    });
-    match r {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
-        other => other,
-    }
+    let want = buf.len();
+    drained(stream, want, || crate::sys::recv(stream, buf))
 }
 
 /// `read_drained`, appending at most `max` bytes to `buf`.
 fn read_drained_append(stream: &TcpStream, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    drained(stream, max, || crate::sys::recv_append(stream, buf, max))
+}
+
+/// One receive of up to `want` bytes; a shorter one clears readiness.
+fn drained(
+    stream: &TcpStream,
+    want: usize,
+    mut recv: impl FnMut() -> io::Result<usize>,
+) -> io::Result<usize> {
     let mut got = 0;
     let r = stream.try_io(tokio::io::Interest::READABLE, || {
-        let n = crate::sys::recv_append(stream, buf, max)?;
+        let n = recv()?;
         got = n;
-        if n > 0 && n < max {
+        if n > 0 && n < want {
             Err(io::ErrorKind::WouldBlock.into())
         } else {
             Ok(n)

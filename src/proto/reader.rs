@@ -392,27 +392,36 @@ mod tests {
     ) -> Outcome {
         let mut msgs = Vec::new();
         let mut off = 0;
-        let mut scratch = data.to_vec();
         while off < data.len() {
             let n = sizes().max(1).min(data.len() - off);
-            let chunk = &mut scratch[off..off + n];
-            let mut at = 0;
-            loop {
-                match r.read(&mut chunk[at..]) {
-                    Ok((0, None)) => break,
-                    Ok((c, msg)) => {
-                        at += c;
-                        if let Some(mm) = msg {
-                            msgs.push(mm);
-                        }
-                    }
-                    Err(v) => return (msgs, Some(v)),
-                }
+            if let Err(v) = read_chunk(r, &data[off..off + n], &mut msgs) {
+                return (msgs, Some(v));
             }
-            assert_eq!(at, n, "reader must consume every byte it is given");
             off += n;
         }
         (msgs, None)
+    }
+
+    /// Hands `chunk` to `read` as the calling convention says, collecting
+    /// the messages; checks that every byte is consumed.
+    fn read_chunk(
+        r: &mut MessageReader,
+        chunk: &[u8],
+        msgs: &mut Vec<Message>,
+    ) -> Result<(), Violation> {
+        let mut chunk = chunk.to_vec();
+        let mut at = 0;
+        loop {
+            match r.read(&mut chunk[at..])? {
+                (0, None) => break,
+                (c, msg) => {
+                    at += c;
+                    msgs.extend(msg);
+                }
+            }
+        }
+        assert_eq!(at, chunk.len(), "reader must consume every byte it is given");
+        Ok(())
     }
 
     /// Like `decode_with`, but the way the engine receives large payloads:
@@ -440,21 +449,9 @@ mod tests {
                 }
                 continue;
             }
-            let mut chunk = data[off..off + n].to_vec();
-            let mut at = 0;
-            loop {
-                match r.read(&mut chunk[at..]) {
-                    Ok((0, None)) => break,
-                    Ok((c, msg)) => {
-                        at += c;
-                        if let Some(mm) = msg {
-                            msgs.push(mm);
-                        }
-                    }
-                    Err(v) => return (msgs, Some(v)),
-                }
+            if let Err(v) = read_chunk(r, &data[off..off + n], &mut msgs) {
+                return (msgs, Some(v));
             }
-            assert_eq!(at, n, "reader must consume every byte it is given");
             off += n;
         }
         (msgs, None)
