@@ -104,7 +104,9 @@ pub fn send_vectored(
     let n = match parts {
         [] => 0,
         // SAFETY: a valid, borrowed fd and a readable buffer of part.len() bytes.
-        [part] => unsafe { libc::send(fd, part.as_ptr() as *const libc::c_void, part.len(), flags) },
+        [part] => unsafe {
+            libc::send(fd, part.as_ptr() as *const libc::c_void, part.len(), flags)
+        },
         _ => {
             // SAFETY: IoSlice is ABI-compatible with iovec (std documents
             // it); the slices outlive the call, which only reads them.

@@ -22,9 +22,25 @@ const ALLOWED: &[&str] = &[
 /// -headers, -protocol and -timeout) to http::geturl, which takes only these
 /// exact names.
 const GETURL_OPTIONS: &[&str] = &[
-    "-binary", "-blocksize", "-channel", "-command", "-handler", "-headers", "-keepalive",
-    "-method", "-myaddr", "-progress", "-protocol", "-query", "-queryblocksize",
-    "-querychannel", "-queryprogress", "-strict", "-timeout", "-type", "-validate",
+    "-binary",
+    "-blocksize",
+    "-channel",
+    "-command",
+    "-handler",
+    "-headers",
+    "-keepalive",
+    "-method",
+    "-myaddr",
+    "-progress",
+    "-protocol",
+    "-query",
+    "-queryblocksize",
+    "-querychannel",
+    "-queryprogress",
+    "-strict",
+    "-timeout",
+    "-type",
+    "-validate",
 ];
 
 /// The passed-on options whose http::geturl default is an integer: it
@@ -34,7 +50,10 @@ const GETURL_INTEGER_OPTIONS: &[&str] = &["-blocksize", "-queryblocksize", "-kee
 /// What http::geturl says of an option tcllib passed on to it, if it refuses it.
 fn geturl_option_error(k: &str, v: &str) -> Option<String> {
     if !GETURL_OPTIONS.contains(&k) {
-        return Some(format!("Unknown option {k}, can be: {}", GETURL_OPTIONS.join(", ")));
+        return Some(format!(
+            "Unknown option {k}, can be: {}",
+            GETURL_OPTIONS.join(", ")
+        ));
     }
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if GETURL_INTEGER_OPTIONS.contains(&k) && !digits(v) {

@@ -96,10 +96,22 @@ fn parse(url: &str) -> Option<Parts<'_>> {
         .sum();
     if word_len > 0 && url[word_len..].starts_with(':') {
         if let Some((user, host, port, srvurl)) = after_proto(&url[word_len + 1..]) {
-            return Some(Parts { proto: &url[..word_len], user, host, port, srvurl });
+            return Some(Parts {
+                proto: &url[..word_len],
+                user,
+                host,
+                port,
+                srvurl,
+            });
         }
     }
-    after_proto(url).map(|(user, host, port, srvurl)| Parts { proto: "", user, host, port, srvurl })
+    after_proto(url).map(|(user, host, port, srvurl)| Parts {
+        proto: "",
+        user,
+        host,
+        port,
+        srvurl,
+    })
 }
 
 fn is_hex(b: u8) -> bool {
@@ -181,8 +193,8 @@ pub fn check_like_geturl(url: &str, strict: bool) -> Result<(), String> {
             Some(i) => (&srvurl[..i], Some(&srvurl[i + 1..])),
             None => (&srvurl[..], None),
         };
-        let valid = all_valid(path, PATH_CHARS)
-            && query.is_none_or(|q| all_valid(q, "-.~!$&'()*+,;=:@/?"));
+        let valid =
+            all_valid(path, PATH_CHARS) && query.is_none_or(|q| all_valid(q, "-.~!$&'()*+,;=:@/?"));
         if !valid {
             return Err(match bad_escape(&srvurl, 2, 2) {
                 Some(bad) => format!("Illegal encoding character usage \"{bad}\" in URL path"),
@@ -212,7 +224,10 @@ mod tests {
             ("ws:127.0.0.1:80/", "Unsupported URL: http:127.0.0.1:80/"),
             ("127.0.0.1:8080/x", "Unsupported URL: 127.0.0.1:8080/x"),
             ("ws://127.0.0.1:80/a b", "Illegal characters in URL path"),
-            ("ws://h/%zz1", "Illegal encoding character usage \"%zz\" in URL path"),
+            (
+                "ws://h/%zz1",
+                "Illegal encoding character usage \"%zz\" in URL path",
+            ),
             ("ws://h:99999/", "Invalid port number: 99999"),
             ("ftp://h/", "Unsupported URL type \"ftp\""),
             ("ws://a b@h/", "Illegal characters in URL user"),

@@ -402,7 +402,9 @@ enum Input<S> {
 /// Writes what the socket takes now; WouldBlock (which clears the socket's
 /// write readiness) when it takes nothing.
 fn send_now(stream: &TcpStream, parts: &[IoSlice<'_>]) -> io::Result<usize> {
-    stream.try_io(tokio::io::Interest::WRITABLE, || crate::sys::send_vectored(stream, parts))
+    stream.try_io(tokio::io::Interest::WRITABLE, || {
+        crate::sys::send_vectored(stream, parts)
+    })
 }
 
 /// Reads what the socket holds. A read shorter than the buffer emptied the

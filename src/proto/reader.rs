@@ -155,7 +155,10 @@ impl MessageReader {
             State::Payload { hdr, pos } if !frame::is_control(hdr.opcode) => (hdr, pos),
             _ => panic!("payload_appended outside a data frame payload"),
         };
-        assert!(n as u64 <= hdr.payload_len - pos, "payload_appended beyond the frame");
+        assert!(
+            n as u64 <= hdr.payload_len - pos,
+            "payload_appended beyond the frame"
+        );
         let start = self.msg.len() - n;
         let r = self.accept_payload(hdr, pos, start, n);
         if let Err(v) = &r {
@@ -420,7 +423,11 @@ mod tests {
                 }
             }
         }
-        assert_eq!(at, chunk.len(), "reader must consume every byte it is given");
+        assert_eq!(
+            at,
+            chunk.len(),
+            "reader must consume every byte it is given"
+        );
         Ok(())
     }
 
@@ -994,8 +1001,9 @@ mod tests {
                 let min = [1usize, 2, 16, 300][rng.below(4) as usize];
                 let maxchunk = [1u64, 3, 17, 200, 5000][rng.below(5) as usize];
                 let mut seed = XorShift(rng.next() | 1);
-                let got =
-                    decode_in_place(&mut r, &wire, min, &mut || 1 + seed.below(maxchunk) as usize);
+                let got = decode_in_place(&mut r, &wire, min, &mut || {
+                    1 + seed.below(maxchunk) as usize
+                });
                 assert_eq!(got, (expect.clone(), None), "round {round}");
                 assert!(!r.in_message());
             }
@@ -1046,9 +1054,15 @@ mod tests {
         let mut ping = m(true, frame::OP_PING, b"p");
         assert_eq!(r.read(&mut ping[..3]).unwrap(), (3, None));
         assert_eq!(r.payload_room(1), 0, "inside a control frame");
-        assert_eq!(r.read(&mut ping[3..]).unwrap(), (ping.len() - 3, Some(Message::Ping(b"p".to_vec()))));
+        assert_eq!(
+            r.read(&mut ping[3..]).unwrap(),
+            (ping.len() - 3, Some(Message::Ping(b"p".to_vec())))
+        );
         let mut last = m(true, frame::OP_CONTINUATION, b"!");
-        assert_eq!(r.read(&mut last).unwrap().1, Some(Message::Text([big, b"!".to_vec()].concat())));
+        assert_eq!(
+            r.read(&mut last).unwrap().1,
+            Some(Message::Text([big, b"!".to_vec()].concat()))
+        );
     }
 
     /// RFC 6455 §5 / §8.1: corrupted streams fail identically (same messages
