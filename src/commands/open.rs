@@ -43,23 +43,38 @@ const GETURL_OPTIONS: &[&str] = &[
     "-validate",
 ];
 
-/// The passed-on options whose http::geturl default is an integer: it
-/// insists on an integer for them.
-const GETURL_INTEGER_OPTIONS: &[&str] = &["-blocksize", "-queryblocksize", "-keepalive", "-strict"];
+/// The passed-on options whose values http::geturl checks (its `type`
+/// table), with the `string is` class it checks them with.
+fn geturl_type(k: &str) -> Option<&'static str> {
+    match k {
+        "-binary" | "-strict" => Some("boolean"),
+        "-blocksize" | "-queryblocksize" => Some("integer"),
+        _ => None,
+    }
+}
 
-/// What http::geturl says of an option tcllib passed on to it, if it refuses it.
-fn geturl_option_error(k: &str, v: &str) -> Option<String> {
+/// What http::geturl says of an option tcllib passed on to it, if it
+/// refuses it; values are checked by Tcl's own `string is ... -strict`.
+fn geturl_option_error(interp: Interp, k: &str, v: ObjRef) -> Option<String> {
     if !GETURL_OPTIONS.contains(&k) {
         return Some(format!(
             "Unknown option {k}, can be: {}",
             GETURL_OPTIONS.join(", ")
         ));
     }
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if GETURL_INTEGER_OPTIONS.contains(&k) && !digits(v) {
-        return Some(format!("Bad value for {k} ({v}), must be integer"));
-    }
-    None
+    let class = geturl_type(k)?;
+    let words = ["string", "is", class, "-strict"].map(Obj::string);
+    let ok = interp
+        .eval_words(&[&words[..], &[v.to_owned()]].concat())
+        .is_ok()
+        && interp.result().borrow().to_string_lossy() == "1";
+    interp.reset_result();
+    (!ok).then(|| {
+        format!(
+            "Bad value for {k} ({}), must be {class}",
+            v.to_string_lossy()
+        )
+    })
 }
 
 fn pairs<'a>(interp: Interp, list: ObjRef<'a>) -> Result<Vec<(ObjRef<'a>, ObjRef<'a>)>, TclError> {
@@ -114,6 +129,7 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     // http::geturl's verdict on the options tcllib would have passed on:
     // given after tcllib's own option loop, as tcllib's open does.
     let mut geturl_error: Option<String> = None;
+    let (mut query_given, mut querychannel_given) = (false, false);
     let args = &objv[3..];
     let empty = Obj::string("");
     let mut i = 0;
@@ -158,13 +174,14 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
                 }
             }
         } else {
-            let value = v.to_string_lossy();
             if geturl_error.is_none() {
-                geturl_error = geturl_option_error(&k, &value);
+                geturl_error = geturl_option_error(interp, &k, v);
             }
             match k.as_str() {
-                "-myaddr" => myaddr = Some(value),
-                "-strict" => strict = value.bytes().any(|b| b != b'0'),
+                "-myaddr" => myaddr = Some(v.to_string_lossy()),
+                "-strict" => strict = v.get_boolean(None).unwrap_or(true),
+                "-query" => query_given = true,
+                "-querychannel" => querychannel_given = true,
                 // The other http::geturl options (-method, -query, -type,
                 // -keepalive, ...) have no meaning for a WebSocket.
                 _ => {}
@@ -177,6 +194,9 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
             &[],
         )
     };
+    if geturl_error.is_none() && query_given && querychannel_given {
+        geturl_error = Some("Can't combine -query and -querychannel options!".into());
+    }
     if let Some(e) = geturl_error {
         return Err(opening_error(&e));
     }

@@ -236,8 +236,3 @@ extern "C" fn websocket_service_event(payload: *mut c_void) -> c_int {
     }
     1
 }
-
-#[no_mangle]
-extern "C" fn websocket_event_matches(payload: *mut c_void, target: *mut c_void) -> c_int {
-    (target.is_null() || payload == target) as c_int
-}

@@ -10,7 +10,6 @@
 
 /* Implemented in Rust (src/tcl/event.rs). */
 extern int websocket_service_event(void *payload);
-extern int websocket_event_matches(void *payload, void *target);
 
 int ws_init_stubs(Tcl_Interp *interp) {
     return Tcl_InitStubs(interp, "8.6", 0) != NULL;
@@ -124,7 +123,7 @@ void ws_post_event(void *thread, void *payload, int alert) {
 
 static int ws_delete_filter(Tcl_Event *ev, ClientData cd) {
     if (ev->proc != ws_event_proc) return 0;
-    return websocket_event_matches(((WsEvent *)ev)->payload, cd);
+    return ((WsEvent *)ev)->payload == cd;
 }
 
 /* Drops this thread's queued events aimed at `target` (see event.rs). */
