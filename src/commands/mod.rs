@@ -17,9 +17,10 @@ use crate::tcl::channel::HeldChannel;
 use crate::tcl::{Consumer, Interp, Mailbox, Obj, ObjRef, TclError};
 use log::Level;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
+use std::os::raw::c_int;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
@@ -194,6 +195,14 @@ pub struct Pending {
 
 type Inbox = Mailbox<(u64, Event)>;
 
+/// What delivering an engine event leaves to do, in order.
+enum Step {
+    /// Evaluate these words (`{*}$handler $sock $type $msg`).
+    Call(Vec<Obj>),
+    /// The connection is gone once the calls before are made.
+    Forget(Rc<str>),
+}
+
 pub struct State {
     pub interp: Interp,
     mailbox: Arc<Inbox>,
@@ -202,8 +211,15 @@ pub struct State {
     pub servers: RefCell<HashMap<String, Vec<Live>>>,
     pub pending: RefCell<HashMap<String, Pending>>,
     kinds: Vec<Obj>,
-    /// Depth of event deliveries in progress (handlers may nest event loops).
+    /// Depth of handler calls in progress for engine events (handlers may
+    /// nest event loops); `send` corks meanwhile.
     delivering: Cell<u32>,
+    /// While an engine event is turned into handler calls: they are queued
+    /// (for the event loop's C side to evaluate) instead of made at once.
+    queueing: Cell<bool>,
+    /// Handler calls (and the forgetting that follows some) queued by the
+    /// events being delivered, in order.
+    steps: RefCell<VecDeque<Step>>,
     /// Connections holding frames sent during a delivery, not yet written.
     corked: RefCell<Vec<Rc<str>>>,
     /// The flush registered for idle time, if any.
@@ -320,13 +336,67 @@ impl State {
     }
 
     /// Calls the connection's handler as `{*}$handler $sock $type $msg`, at
-    /// global level; its errors are logged as tcllib does.
+    /// global level; its errors are logged as tcllib does. While an engine
+    /// event is being delivered the call is queued, to be made by the event
+    /// loop right after.
     pub fn push(&self, name: &str, kind: Kind, msg: Obj) {
         let call = match self.conns.borrow().get(name) {
             Some(c) => c.call.clone(),
             None => return,
         };
-        self.call_handler(&call, kind, msg);
+        if self.queueing.get() {
+            self.queue_call(&call, kind, msg);
+        } else {
+            self.call_handler(&call, kind, msg);
+        }
+    }
+
+    fn queue_call(&self, call: &[Obj], kind: Kind, msg: Obj) {
+        let mut words = Vec::with_capacity(call.len() + 2);
+        words.extend(call.iter().cloned());
+        words.push(self.kinds[kind as usize].clone());
+        words.push(msg);
+        self.steps.borrow_mut().push_back(Step::Call(words));
+    }
+
+    /// Forgets a connection once the handler calls queued before are made.
+    fn forget_after(&self, name: &str) {
+        if self.queueing.get() {
+            self.steps.borrow_mut().push_back(Step::Forget(name.into()));
+        } else {
+            self.forget(name);
+        }
+    }
+
+    /// The next queued handler call; forgets what is due before it.
+    fn take_call(&self) -> Option<crate::tcl::event::Call> {
+        loop {
+            let step = self.steps.borrow_mut().pop_front()?;
+            match step {
+                Step::Forget(name) => self.forget(&name),
+                Step::Call(words) => {
+                    self.delivering.set(self.delivering.get() + 1);
+                    return Some(crate::tcl::event::Call {
+                        interp: self.interp,
+                        words,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A queued handler call was made; `code` is what it returned.
+    fn call_done(&self, code: c_int) {
+        self.delivering.set(self.delivering.get().saturating_sub(1));
+        let interp = self.interp;
+        if code != 0 {
+            let res = interp.result().borrow().to_string_lossy();
+            log::log(
+                Level::Error,
+                &format!("Error when executing WebSocket reception handler: {res}"),
+            );
+        }
+        interp.reset_result();
     }
 
     /// Evaluates `{*}$handler $sock` (`call`) with `kind` and `msg`.
@@ -348,9 +418,9 @@ impl State {
     }
 
     fn deliver(&self, id: u64, event: Event) {
-        self.delivering.set(self.delivering.get() + 1);
+        let outer = self.queueing.replace(true);
         self.on_event(id, event);
-        self.delivering.set(self.delivering.get() - 1);
+        self.queueing.set(outer);
     }
 
     fn on_event(&self, id: u64, event: Event) {
@@ -393,7 +463,7 @@ impl State {
                     Message::Pong(b) => (Kind::Pong, Obj::bytes(&b)),
                     Message::Close(_) => return,
                 };
-                self.call_handler(&call, kind, obj);
+                self.queue_call(&call, kind, obj);
             }
             Event::Closed { code, reason } => {
                 if let Some(c) = self.conns.borrow_mut().get_mut(&name) {
@@ -418,7 +488,7 @@ impl State {
                 }
                 log::log(Level::Info, &msg);
                 self.push(&name, Kind::Error, Obj::string(&msg));
-                self.forget(&name);
+                self.forget_after(&name);
             }
             Event::Timeout(msg) => {
                 self.push(&name, Kind::Timeout, Obj::string(&msg));
@@ -434,7 +504,7 @@ impl State {
             Kind::Disconnect,
             Obj::string("Disconnected from remote end"),
         );
-        self.forget(name);
+        self.forget_after(name);
     }
 
     /// Ends everything this interpreter owns (interpreter deletion, thread exit).
@@ -446,6 +516,7 @@ impl State {
             call.cancel();
         }
         self.mailbox.close();
+        self.steps.borrow_mut().clear();
         let conns: Vec<Conn> = self.conns.borrow_mut().drain().map(|(_, c)| c).collect();
         for c in conns {
             c.handle.send(Cmd::Close(Some((1001, String::new()))));
@@ -585,6 +656,15 @@ impl Consumer<(u64, Event)> for Delivery {
             st.deliver(id, event);
         }
     }
+    fn take_call(&self) -> Option<crate::tcl::event::Call> {
+        self.0.upgrade()?.take_call()
+    }
+    fn call_done(&self, call: crate::tcl::event::Call, code: c_int) {
+        if let Some(st) = self.0.upgrade() {
+            st.call_done(code);
+        }
+        drop(call);
+    }
     fn batch_done(&self) {
         if let Some(st) = self.0.upgrade() {
             st.flush_corked();
@@ -631,6 +711,8 @@ pub fn init(interp: Interp) -> Result<(), TclError> {
             names: RefCell::new(FastMap::default()),
             kinds: KIND_NAMES.iter().map(|k| Obj::string(k)).collect(),
             delivering: Cell::new(0),
+            queueing: Cell::new(false),
+            steps: RefCell::new(VecDeque::new()),
             corked: RefCell::new(Vec::new()),
             idle_flush: RefCell::new(None),
             servers: RefCell::new(HashMap::new()),

@@ -39,6 +39,21 @@ pub fn at_exit(f: fn()) {
     unsafe { ffi::ws_create_exit_handler(run_exit, f as *mut c_void) }
 }
 
+unsafe extern "C" fn run_thread_exit_fn(cd: *mut c_void) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: cd is the fn pointer given to at_thread_exit.
+        let f: fn() = std::mem::transmute::<*mut c_void, fn()>(cd);
+        f();
+    }));
+}
+
+/// Runs `f` when the calling thread ends through Tcl, for good (no handle,
+/// nothing allocated).
+pub fn at_thread_exit(f: fn()) {
+    // SAFETY: a plain fn pointer travels as the clientData.
+    unsafe { ffi::ws_create_thread_exit_handler(run_thread_exit_fn, f as *mut c_void) }
+}
+
 struct ThreadExit {
     f: Option<Once>,
     pending: Rc<Cell<bool>>,

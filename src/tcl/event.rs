@@ -38,7 +38,15 @@ impl ThreadId {
 }
 
 trait Service: Send + Sync {
-    fn service(self: Arc<Self>);
+    /// Starts servicing one posted event; None if there is nothing to do.
+    fn start(self: Arc<Self>) -> Option<Box<dyn Run>>;
+}
+
+/// One servicing of a posted event, driven by the C event procedure.
+trait Run {
+    /// The next script call to evaluate, or None when the run is over.
+    fn next(&mut self) -> Option<Call>;
+    fn done(&mut self, call: Call, code: c_int);
 }
 
 /// Numbers mailboxes; 0 is never used, so it can mean "any" in a filter.
@@ -82,9 +90,28 @@ struct Queue<T> {
     closed: bool,
 }
 
+/// A script call to evaluate at global level: `words` in `interp`.
+pub struct Call {
+    pub interp: super::Interp,
+    pub words: Vec<super::Obj>,
+}
+
 /// What a mailbox delivers to, on its owner's thread.
+///
+/// `deliver` updates state and queues the script calls an item causes;
+/// `take_call` hands them out one by one and `call_done` hears how each
+/// went. The calls are evaluated by the C event procedure itself, so no
+/// Rust frame is on the stack while a script runs: a script that ends its
+/// thread (`thread::exit` unwinds the stack) does not meet one.
 pub trait Consumer<T> {
     fn deliver(&self, item: T);
+    fn take_call(&self) -> Option<Call> {
+        None
+    }
+    /// `code` is what the call returned (TCL_OK is 0).
+    fn call_done(&self, call: Call, code: c_int) {
+        let _ = (call, code);
+    }
     /// A run of deliveries is over (a good moment to flush what they wrote).
     fn batch_done(&self);
 }
@@ -179,60 +206,212 @@ impl<T: Send + 'static> Mailbox<T> {
 }
 
 impl<T: Send + 'static> Service for Mailbox<T> {
-    fn service(self: Arc<Self>) {
+    fn start(self: Arc<Self>) -> Option<Box<dyn Run>> {
         if !self.on_owner_thread() {
-            return;
+            return None;
         }
         let consumer = {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             q.posted = false;
             if q.closed {
-                return;
+                return None;
             }
-            match self.consumer.0.borrow().as_ref() {
-                Some(c) => c.clone(),
-                None => return,
-            }
+            self.consumer.0.borrow().as_ref()?.clone()
         };
-        for _ in 0..BATCH {
+        Some(Box::new(MailboxRun {
+            mailbox: self,
+            consumer,
+            delivered: 0,
+            over: false,
+        }))
+    }
+}
+
+struct MailboxRun<T: Send + 'static> {
+    mailbox: Arc<Mailbox<T>>,
+    consumer: Rc<dyn Consumer<T>>,
+    delivered: usize,
+    over: bool,
+}
+
+impl<T: Send + 'static> Run for MailboxRun<T> {
+    fn next(&mut self) -> Option<Call> {
+        loop {
+            if let Some(call) = self.consumer.take_call() {
+                return Some(call);
+            }
+            if self.over {
+                return None;
+            }
+            if self.delivered == BATCH {
+                self.over = true;
+                self.consumer.batch_done();
+                let mb = &self.mailbox;
+                let mut q = mb.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if !q.items.is_empty() && !q.posted && !q.closed {
+                    q.posted = true;
+                    mb.post(false);
+                }
+                continue;
+            }
             let item = {
-                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let mb = &self.mailbox;
+                let mut q = mb.queue.lock().unwrap_or_else(|e| e.into_inner());
                 let item = q.items.pop_front();
+                // Before running the calls this item causes, make sure an
+                // event is queued for the rest: a script that enters `vwait`
+                // or `update` still receives them from the nested loop.
                 if item.is_some() && !q.items.is_empty() && !q.posted {
                     q.posted = true;
-                    self.post(false);
+                    mb.post(false);
                 }
                 item
             };
             match item {
-                Some(item) => consumer.deliver(item),
+                Some(item) => {
+                    self.delivered += 1;
+                    self.consumer.deliver(item);
+                }
                 None => {
-                    consumer.batch_done();
-                    return;
+                    self.over = true;
+                    self.consumer.batch_done();
                 }
             }
         }
-        consumer.batch_done();
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if !q.items.is_empty() && !q.posted && !q.closed {
-            q.posted = true;
-            self.post(false);
+    }
+
+    fn done(&mut self, call: Call, code: c_int) {
+        self.consumer.call_done(call, code);
+    }
+}
+
+/// What the C event procedure gets for one call; `words` stays alive (in
+/// the run) until `websocket_service_done`.
+#[repr(C)]
+pub struct CallOut {
+    interp: *mut super::ffi::Tcl_Interp,
+    objc: isize,
+    objv: *const *mut super::ffi::Tcl_Obj,
+}
+
+thread_local! {
+    /// The runs in progress on this thread, innermost last (handlers can
+    /// nest event loops). A thread that ends inside a handler
+    /// (`thread::exit`) never returns to end them: its exit handler does.
+    static ACTIVE_RUNS: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    static RUN_REAPER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Frees the runs a thread left when it ended inside a handler (called
+/// while Tcl still runs, from the thread's exit handlers).
+fn reap_runs() {
+    let runs = ACTIVE_RUNS
+        .try_with(|r| std::mem::take(&mut *r.borrow_mut()))
+        .unwrap_or_default();
+    for h in runs.into_iter().rev() {
+        // SAFETY: each was made by websocket_service_start and not ended;
+        // the frames that held it will never run again.
+        drop(unsafe { Box::from_raw(h as *mut RunHandle) });
+    }
+}
+
+/// A run in progress, as the C side holds it.
+struct RunHandle {
+    run: Box<dyn Run>,
+    current: Option<Call>,
+    ptrs: Vec<*mut super::ffi::Tcl_Obj>,
+}
+
+fn report(p: Box<dyn std::any::Any + Send>) {
+    eprintln!(
+        "websocket: internal error while delivering events: {}",
+        panic_message(&p)
+    );
+}
+
+/// Starts servicing the posted event `payload` (a mailbox number); null
+/// when there is nothing to do. The C side then calls
+/// `websocket_service_next` until it returns 0, evaluating each call and
+/// reporting it with `websocket_service_done`, and ends with
+/// `websocket_service_end`.
+#[no_mangle]
+extern "C" fn websocket_service_start(payload: *mut c_void) -> *mut c_void {
+    match catch_unwind(AssertUnwindSafe(|| {
+        lookup(payload as usize).and_then(|m| m.start())
+    })) {
+        Ok(Some(run)) => {
+            let h = Box::into_raw(Box::new(RunHandle {
+                run,
+                current: None,
+                ptrs: Vec::new(),
+            }));
+            let _ = ACTIVE_RUNS.try_with(|r| r.borrow_mut().push(h as usize));
+            if !RUN_REAPER.with(|f| f.replace(true)) {
+                super::callback::at_thread_exit(reap_runs);
+            }
+            h as *mut c_void
+        }
+        Ok(None) => std::ptr::null_mut(),
+        Err(p) => {
+            report(p);
+            std::ptr::null_mut()
         }
     }
 }
 
 #[no_mangle]
-extern "C" fn websocket_service_event(payload: *mut c_void) -> c_int {
+extern "C" fn websocket_service_next(handle: *mut c_void, out: *mut CallOut) -> c_int {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        if let Some(mailbox) = lookup(payload as usize) {
-            mailbox.service();
+        // SAFETY: made by websocket_service_start, not yet ended; the C side
+        // uses it on this thread only, one call at a time.
+        let h = unsafe { &mut *(handle as *mut RunHandle) };
+        let call = h.run.next()?;
+        h.ptrs.clear();
+        h.ptrs.extend(call.words.iter().map(|w| w.as_ptr()));
+        let c = CallOut {
+            interp: call.interp.as_ptr(),
+            objc: h.ptrs.len() as isize,
+            objv: h.ptrs.as_ptr(),
+        };
+        h.current = Some(call);
+        Some(c)
+    }));
+    match outcome {
+        Ok(Some(c)) => {
+            // SAFETY: out points at the C side's CallOut.
+            unsafe { out.write(c) };
+            1
+        }
+        Ok(None) => 0,
+        Err(p) => {
+            report(p);
+            0
+        }
+    }
+}
+
+#[no_mangle]
+extern "C" fn websocket_service_done(handle: *mut c_void, code: c_int) {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: as in websocket_service_next.
+        let h = unsafe { &mut *(handle as *mut RunHandle) };
+        if let Some(call) = h.current.take() {
+            h.run.done(call, code);
         }
     }));
     if let Err(p) = outcome {
-        eprintln!(
-            "websocket: internal error while delivering events: {}",
-            panic_message(&p)
-        );
+        report(p);
     }
-    1
+}
+
+#[no_mangle]
+extern "C" fn websocket_service_end(handle: *mut c_void) {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let _ = ACTIVE_RUNS.try_with(|r| r.borrow_mut().retain(|&h| h != handle as usize));
+        // SAFETY: made by websocket_service_start; ended once.
+        drop(unsafe { Box::from_raw(handle as *mut RunHandle) });
+    }));
+    if let Err(p) = outcome {
+        report(p);
+    }
 }

@@ -9,7 +9,15 @@
 #include <string.h>
 
 /* Implemented in Rust (src/tcl/event.rs). */
-extern int websocket_service_event(void *payload);
+typedef struct {
+    Tcl_Interp *interp;
+    ptrdiff_t objc;
+    Tcl_Obj *const *objv;
+} WsCallOut;
+extern void *websocket_service_start(void *payload);
+extern int websocket_service_next(void *run, WsCallOut *out);
+extern void websocket_service_done(void *run, int code);
+extern void websocket_service_end(void *run);
 
 int ws_init_stubs(Tcl_Interp *interp) {
     return Tcl_InitStubs(interp, "8.6", 0) != NULL;
@@ -100,9 +108,24 @@ typedef struct {
     void *payload;
 } WsEvent;
 
+/* Services one posted event. The script calls (handlers) are evaluated
+ * here, in C, with no Rust frame below them: a handler that ends its thread
+ * (thread::exit unwinds the stack) must not unwind through Rust. */
 static int ws_event_proc(Tcl_Event *ev, int flags) {
+    void *run;
+    WsCallOut call;
     if (!(flags & TCL_FILE_EVENTS)) return 0;
-    return websocket_service_event(((WsEvent *)ev)->payload);
+    run = websocket_service_start(((WsEvent *)ev)->payload);
+    if (run == NULL) return 1;
+    while (websocket_service_next(run, &call)) {
+        int code;
+        Tcl_Preserve(call.interp);
+        code = Tcl_EvalObjv(call.interp, (int)call.objc, call.objv, TCL_EVAL_GLOBAL);
+        websocket_service_done(run, code);
+        Tcl_Release(call.interp);
+    }
+    websocket_service_end(run);
+    return 1;
 }
 
 void *ws_current_thread(void) { return (void *)Tcl_GetCurrentThread(); }

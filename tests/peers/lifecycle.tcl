@@ -5,7 +5,8 @@
 #      text, binary, a fragmented message and a ping, then close;
 #   2. a child interpreter opens a connection and is deleted while it lives;
 #   3. Thread-package threads open a connection and are released while
-#      connected and receiving; one ends with thread::exit instead;
+#      connected and receiving; one ends with thread::exit instead, one
+#      with thread::exit inside its handler;
 #   4. a server-side and a client-side connection are left open and the
 #      script calls `exit`.
 #
@@ -144,6 +145,15 @@ wait_until {[n srv/texit connect]}
 ::websocket::send $::sock(srv/texit) text "to the exiting thread"
 thread::send -async $tid {thread::exit}
 wait_until {[n srv/texit disconnect]}
+# ... and one ends with thread::exit called inside its WebSocket handler.
+set tid [thread::create]
+thread::send $tid [list set auto_path $auto_path]
+thread::send $tid {package require websocket 1.5.0}
+thread::send $tid {proc h {sock type msg} {if {$type eq "text"} {thread::exit}}}
+thread::send $tid [list ::websocket::open $url/thandler h]
+wait_until {[n srv/thandler connect]}
+::websocket::send $::sock(srv/thandler) text "exit now"
+wait_until {[n srv/thandler disconnect]}
 puts "step 3 ok"
 
 # 4. Connections left open at exit.
