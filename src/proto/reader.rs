@@ -957,7 +957,8 @@ mod tests {
 
     /// RFC 6455 §5.4 ("fragments may be split anywhere" by intermediaries and
     /// TCP): random splitting of random streams gives the same result as
-    /// whole-buffer decoding and as the expected messages.
+    /// whole-buffer decoding and as the expected messages, also when
+    /// payloads are received in place.
     #[test]
     fn random_split_property() {
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
@@ -977,62 +978,19 @@ mod tests {
                 let split = decode_with(&mut r, &wire, &mut || 1 + seed.below(maxchunk) as usize);
                 assert_eq!(split, whole, "round {round}");
                 assert!(!r.in_message());
+                // The same, receiving payloads in place whenever the reader
+                // offers room (`payload_room` / `payload_appended`).
+                let mut r = MessageReader::new(role, MAX);
+                let min = [1usize, 2, 16, 300][rng.below(4) as usize];
+                let in_place = decode_in_place(&mut r, &wire, min, &mut || {
+                    1 + seed.below(maxchunk) as usize
+                });
+                assert_eq!(in_place, whole, "round {round}");
+                assert!(!r.in_message());
             }
             if round < 6 {
                 assert_eq!(decode_bytewise(role, MAX, &wire), whole);
             }
-        }
-    }
-
-    /// Receiving payloads in place (`payload_room` / `payload_appended`)
-    /// decodes random streams, split anywhere, exactly as `read` does.
-    #[test]
-    fn in_place_payloads_match_read() {
-        let mut rng = XorShift(0x5eed_1234_abcd_0001);
-        for round in 0..60 {
-            let role = if round % 2 == 0 {
-                Role::Server
-            } else {
-                Role::Client
-            };
-            let (wire, expect) = random_stream(&mut rng, role, 25);
-            for _ in 0..4 {
-                let mut r = MessageReader::new(role, MAX);
-                let min = [1usize, 2, 16, 300][rng.below(4) as usize];
-                let maxchunk = [1u64, 3, 17, 200, 5000][rng.below(5) as usize];
-                let mut seed = XorShift(rng.next() | 1);
-                let got = decode_in_place(&mut r, &wire, min, &mut || {
-                    1 + seed.below(maxchunk) as usize
-                });
-                assert_eq!(got, (expect.clone(), None), "round {round}");
-                assert!(!r.in_message());
-            }
-        }
-    }
-
-    /// In-place receiving fails on corrupted streams exactly as `read` does
-    /// (same messages first, same close code), e.g. invalid UTF-8 (1007)
-    /// arriving in an in-place chunk.
-    #[test]
-    fn in_place_corruption_matches_read() {
-        let mut rng = XorShift(0x0dd_ba11_cafe_f00d);
-        for round in 0..300 {
-            let role = if round % 2 == 0 {
-                Role::Server
-            } else {
-                Role::Client
-            };
-            let (mut wire, _) = random_stream(&mut rng, role, 6);
-            for _ in 0..1 + rng.below(3) {
-                let i = rng.below(wire.len() as u64) as usize;
-                wire[i] ^= 1 << rng.below(8);
-            }
-            let max = if round % 3 == 0 { 300 } else { MAX };
-            let whole = decode(role, max, &wire);
-            let mut r = MessageReader::new(role, max);
-            let mut seed = XorShift(rng.next() | 1);
-            let got = decode_in_place(&mut r, &wire, 1, &mut || 1 + seed.below(64) as usize);
-            assert_eq!(got, whole, "round {round}");
         }
     }
 
@@ -1066,7 +1024,8 @@ mod tests {
     }
 
     /// RFC 6455 §5 / §8.1: corrupted streams fail identically (same messages
-    /// before the failure, same close code) however the input is split.
+    /// before the failure, same close code) however the input is split, and
+    /// whether payloads are received in place or not.
     #[test]
     fn random_corruption_split_invariance() {
         let mut rng = XorShift(0x1234_5678_9abc_def1);
@@ -1089,6 +1048,11 @@ mod tests {
             let mut seed = XorShift(rng.next() | 1);
             let split = decode_with(&mut r, &wire, &mut || 1 + seed.below(64) as usize);
             assert_eq!(split, whole, "round {round}");
+            // Receiving payloads in place fails the same way (e.g. invalid
+            // UTF-8, 1007, arriving in an in-place chunk).
+            let mut r = MessageReader::new(role, max);
+            let in_place = decode_in_place(&mut r, &wire, 1, &mut || 1 + seed.below(64) as usize);
+            assert_eq!(in_place, whole, "round {round}");
         }
     }
 }
