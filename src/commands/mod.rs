@@ -223,7 +223,7 @@ pub struct State {
     /// Connections holding frames sent during a delivery, not yet written.
     corked: RefCell<Vec<Rc<str>>>,
     /// The flush registered for idle time, if any.
-    idle_flush: RefCell<Option<crate::tcl::callback::IdleCall>>,
+    idle_flush: RefCell<Option<crate::tcl::callback::Registration>>,
     /// Channels served through the Tcl-channel transport, closed with the interpreter.
     pub bridges: RefCell<Vec<crate::tcl::bridge::Bridge>>,
     pub keys: RefCell<MaskKeys>,
@@ -340,15 +340,19 @@ impl State {
     /// event is being delivered the call is queued, to be made by the event
     /// loop right after.
     pub fn push(&self, name: &str, kind: Kind, msg: Obj) {
+        if self.queueing.get() {
+            if let Some(c) = self.conns.borrow().get(name) {
+                self.queue_call(&c.call, kind, msg);
+            }
+            return;
+        }
+        // Called at once: the handler may change `conns`, so no borrow is
+        // held across it.
         let call = match self.conns.borrow().get(name) {
             Some(c) => c.call.clone(),
             None => return,
         };
-        if self.queueing.get() {
-            self.queue_call(&call, kind, msg);
-        } else {
-            self.call_handler(&call, kind, msg);
-        }
+        self.call_handler(&call, kind, msg);
     }
 
     fn queue_call(&self, call: &[Obj], kind: Kind, msg: Obj) {
@@ -449,13 +453,7 @@ impl State {
                 self.push(&name, Kind::Connect, Obj::string(&protocol));
             }
             Event::Message(m) => {
-                let call = match self.conns.borrow().get(&name) {
-                    Some(c) => {
-                        c.handle.delivered(engine::conn::event_cost(&m));
-                        c.call.clone()
-                    }
-                    None => return,
-                };
+                let cost = engine::conn::event_cost(&m);
                 let (kind, obj) = match m {
                     Message::Text(t) => (Kind::Text, Obj::from_utf8(&t)),
                     Message::Binary(b) => (Kind::Binary, Obj::bytes(&b)),
@@ -463,7 +461,10 @@ impl State {
                     Message::Pong(b) => (Kind::Pong, Obj::bytes(&b)),
                     Message::Close(_) => return,
                 };
-                self.queue_call(&call, kind, obj);
+                if let Some(c) = self.conns.borrow().get(&name) {
+                    c.handle.delivered(cost);
+                    self.queue_call(&c.call, kind, obj);
+                }
             }
             Event::Closed { code, reason } => {
                 if let Some(c) = self.conns.borrow_mut().get_mut(&name) {

@@ -131,6 +131,8 @@ for {set k 0} {$k < 6} {incr k} {
     for {set j 0} {$j < 200} {incr j} {
         ::websocket::send $::sock(srv/thread$k) text "to the thread $j"
     }
+    # Not a wait: 0-2 ms of jitter, so the release meets the engine's
+    # posting at different points from one thread to the next.
     after [expr {$k % 3}]
     thread::release $tid
     wait_until "\[n srv/thread$k disconnect\]"
