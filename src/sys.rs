@@ -1,5 +1,6 @@
 //! The few operating-system calls the package makes beyond std and tokio:
-//! reverse name lookup, local time, the open-files limit.
+//! reverse name lookup, local time, the open-files limit, socket I/O
+//! without the file layer, the I/O threads' scheduling class.
 
 use std::net::SocketAddr;
 
@@ -156,6 +157,18 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// Puts the calling thread in the SCHED_BATCH scheduling class (Linux).
+#[cfg(target_os = "linux")]
+pub fn set_batch_scheduling() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; a valid parameter block.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +179,20 @@ mod tests {
         assert!(!n.is_empty());
         let t = local_time();
         assert!(t.len() > 20, "{t}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn batch_scheduling_applies_to_the_calling_thread_only() {
+        let policy = || unsafe { libc::sched_getscheduler(0) };
+        let before = policy();
+        let inside = std::thread::spawn(move || {
+            set_batch_scheduling().unwrap();
+            policy()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(inside, libc::SCHED_BATCH);
+        assert_eq!(policy(), before);
     }
 }

@@ -35,6 +35,7 @@ if {![info exists ::have_pywebsockets]} {
 }
 testConstraint pywebsockets $::have_pywebsockets
 testConstraint thread [expr {![catch {package require Thread}]}]
+testConstraint linux [expr {$::tcl_platform(os) eq "Linux" && [file isdirectory /proc/self/task]}]
 testConstraint ldd [expr {[llength [auto_execok ldd]] > 0}]
 
 # ---------------------------------------------------------------------------
