@@ -157,6 +157,12 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// Lets the other runnable threads of this CPU run first.
+pub fn yield_cpu() {
+    // SAFETY: no arguments, no memory.
+    unsafe { libc::sched_yield() };
+}
+
 /// Puts the calling thread in the SCHED_BATCH scheduling class (Linux).
 #[cfg(target_os = "linux")]
 pub fn set_batch_scheduling() -> std::io::Result<()> {
