@@ -11,7 +11,9 @@
 #   DURATION=5          seconds per timed scenario (pipelined, large)
 #   IDLE_CONNS=10000    connections held by the idle scenario
 #   RTT_COUNT=10000     messages in the rtt scenario
-#   SCENARIOS="pipelined rtt large conns idle"   subset/order
+#   SCENARIOS="pipelined rtt rtt_same_core large conns idle"   subset/order
+#                       (rtt_same_core: rtt with the load generator pinned to
+#                       the server's core, SERVER_CPU)
 #   SERVERS="tcllib ours node"                   subset/order
 #   SERVER_CPU=1 LOADGEN_CPU=0                   taskset pinning
 #   TCLLIB_DIR=/usr/share/tcltk/tcllib1.21       where tcllib's websocket is
@@ -31,7 +33,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 RTT_COUNT=${RTT_COUNT:-10000}
-SCENARIOS=${SCENARIOS:-"pipelined rtt large conns idle"}
+SCENARIOS=${SCENARIOS:-"pipelined rtt rtt_same_core large conns idle"}
 SERVERS=${SERVERS:-"tcllib ours node"}
 SERVER_CPU=${SERVER_CPU:-1}
 LOADGEN_CPU=${LOADGEN_CPU:-0}
@@ -51,7 +53,7 @@ die() { echo "run.sh: $*" >&2; exit 1; }
 note() { echo "run.sh: $*" >&2; }
 
 for s in $SCENARIOS; do
-    case $s in pipelined|rtt|large|conns|idle) ;; *) die "unknown scenario '$s'";; esac
+    case $s in pipelined|rtt|rtt_same_core|large|conns|idle) ;; *) die "unknown scenario '$s'";; esac
 done
 for s in $SERVERS; do
     case $s in tcllib|ours|node) ;; *) die "unknown server '$s'";; esac
@@ -100,9 +102,10 @@ fi
 
 # Pinning (skipped when the cores don't exist).
 NCPU=$(nproc)
-pin_server=(); pin_loadgen=()
+pin_server=(); pin_loadgen=(); pin_same=()
 if command -v taskset >/dev/null && (( NCPU > SERVER_CPU && NCPU > LOADGEN_CPU )); then
     pin_server=(taskset -c "$SERVER_CPU"); pin_loadgen=(taskset -c "$LOADGEN_CPU")
+    pin_same=(taskset -c "$SERVER_CPU")
 else
     note "warning: not pinning (nproc=$NCPU)"
 fi
@@ -168,10 +171,12 @@ json_str() { jq -Rn --arg s "$1" '$s'; }
 run_one() {
     local round=$1 scen=$2 name=$3
     local log=$LOGDIR/$scen-$name-r$round
-    local args=() maxt
+    local args=() maxt mode=$scen pin=("${pin_loadgen[@]}")
     case $scen in
         pipelined) args=(--duration "$DURATION" --inflight 100 --size 32); maxt=$((DUR_INT + 20)) ;;
         rtt)       args=(--count "$RTT_COUNT" --size 32); maxt=120 ;;
+        rtt_same_core) args=(--count "$RTT_COUNT" --size 32); maxt=120; mode=rtt
+                   pin=("${pin_same[@]}") ;;
         large)     args=(--duration "$DURATION" --size 1048576); maxt=$((DUR_INT + 30)) ;;
         conns)     args=(--conns 200 --echoes 50 --repeat 7 --size 32 --batch 50); maxt=90 ;;
         idle)      args=(--conns "$IDLE_CONNS" --batch 200); maxt=$((60 + IDLE_CONNS / 100)) ;;
@@ -186,7 +191,7 @@ run_one() {
         # faulted back in for every message (glibc's defaults do that):
         # these settings apply to the load generator only, whatever server runs.
         line=$(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=67108864 \
-            timeout -k 5 $((maxt + 15)) "${pin_loadgen[@]}" "$LOADGEN" "$scen" --port "$SRV_PORT" \
+            timeout -k 5 $((maxt + 15)) "${pin[@]}" "$LOADGEN" "$mode" --port "$SRV_PORT" \
                    --server-pid "$SRV_PID" --max-time "$maxt" --label "$name r$round" "${args[@]}" \
                    2>"$log.loadgen.err" | tail -n1)
         rc=$?
@@ -207,8 +212,9 @@ run_one() {
     version=$(sed -n 's/^websocket \([0-9.]*\):.*/\1/p' "$log.err" 2>/dev/null | head -n1)
     jq -c --arg server "$name" --argjson round "$round" --arg version "$version" \
           --argjson alive "$alive" --arg srv_rc "$srv_rc" --arg tail "$tail_err" --arg log "$log" \
+          --arg scen "$scen" \
           '{server: $server, round: $round, pkg_version: $version, server_survived: $alive,
-            server_exit: $srv_rc, server_stderr_tail: $tail, log: $log} + .' <<<"$line" >>"$JSONL"
+            server_exit: $srv_rc, server_stderr_tail: $tail, log: $log} + . + {scenario: $scen}' <<<"$line" >>"$JSONL"
     tail -n1 "$JSONL" | jq -r '"  \(.server) \(.scenario) r\(.round): " +
         (if .ok then "ok" else "FAIL: \(.error // "?")" end) +
         (if .server_survived then "" else " [server died: \(.server_stderr_tail)]" end)' >&2

@@ -17,6 +17,8 @@ const METRICS = [
   ['pipelined', 'msgs_per_s', 'pipelined: 1 conn, 32 B, 100 in flight', 'msg/s', 'higher', false],
   ['rtt', 'p50_us', 'rtt p50: 1 conn, window 1, 32 B', 'µs', 'lower', false],
   ['rtt', 'p99_us', 'rtt p99', 'µs', 'lower', false],
+  ['rtt_same_core', 'p50_us', 'rtt p50, load generator on the server\'s core', 'µs', 'lower', false],
+  ['rtt_same_core', 'p99_us', 'rtt p99, same core', 'µs', 'lower', false],
   ['large', 'mib_per_s', 'large: 1 MiB echo, window 1', 'MiB/s', 'higher', false],
   ['conns', 'msgs_per_s', 'conns: 200 conns × 50 echoes, 32 B', 'msg/s', 'higher', false],
   ['idle', 'opened', 'idle: connections held', 'conns', 'higher', true],
