@@ -185,7 +185,7 @@ pub fn start(
         closed: Cell::new(false),
         handler_data: Cell::new(std::ptr::null()),
     });
-    let mailbox = Mailbox::new(Rc::new(Writes(Rc::downgrade(&inner))));
+    let mailbox = Mailbox::new_no_wait(Rc::new(Writes(Rc::downgrade(&inner))));
     *inner.mailbox.borrow_mut() = Some(mailbox.clone());
     let data = Rc::into_raw(inner.clone());
     inner.handler_data.set(data);

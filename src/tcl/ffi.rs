@@ -88,6 +88,8 @@ extern "C" {
     pub fn ws_current_thread() -> *mut c_void;
     pub fn ws_post_event(thread: *mut c_void, payload: *mut c_void, alert: c_int);
     pub fn ws_delete_events(payload: *mut c_void);
+    pub fn ws_create_event_source();
+    pub fn ws_delete_event_source();
 
     pub fn ws_get_channel(
         interp: *mut Tcl_Interp,

@@ -18,6 +18,7 @@ extern void *websocket_service_start(void *payload);
 extern int websocket_service_next(void *run, WsCallOut *out);
 extern void websocket_service_done(void *run, int code);
 extern void websocket_service_end(void *run);
+extern void websocket_sources_checked(void);
 
 int ws_init_stubs(Tcl_Interp *interp) {
     return Tcl_InitStubs(interp, "8.6", 0) != NULL;
@@ -151,6 +152,16 @@ static int ws_delete_filter(Tcl_Event *ev, ClientData cd) {
 
 /* Drops this thread's queued events aimed at `target` (see event.rs). */
 void ws_delete_events(void *target) { Tcl_DeleteEvents(ws_delete_filter, target); }
+
+/* An event source whose only job is to hear that Tcl looks at its sources
+ * (see BURST_START in event.rs); it never queues anything. */
+static void ws_source_setup(ClientData cd, int flags) {
+    (void)cd; (void)flags;
+    websocket_sources_checked();
+}
+static void ws_source_check(ClientData cd, int flags) { (void)cd; (void)flags; }
+void ws_create_event_source(void) { Tcl_CreateEventSource(ws_source_setup, ws_source_check, NULL); }
+void ws_delete_event_source(void) { Tcl_DeleteEventSource(ws_source_setup, ws_source_check, NULL); }
 
 /* ---- channels ---- */
 Tcl_Channel ws_get_channel(Tcl_Interp *interp, const char *name, int *mode) {
