@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -58,15 +58,13 @@ trait Run {
 /// Numbers mailboxes; 0 is never used, so it can mean "any" in a filter.
 static NEXT_MAILBOX_ID: AtomicUsize = AtomicUsize::new(1);
 
-/// What the mailboxes of one thread share about a run waiting for items.
+/// What the mailboxes of one thread share: how many of them have a Tcl
+/// event queued (`Queue::posted`). A run that waits for more items stops
+/// as soon as another mailbox has one, so that event (a bridged channel's
+/// write, another interpreter's messages) is not held back.
 #[derive(Default)]
 struct Spinner {
-    /// The mailbox whose run waits (0: none).
-    mailbox: AtomicUsize,
-    /// Another mailbox of the thread posted a Tcl event meanwhile: the wait
-    /// ends, so that event (a bridged channel's write, another
-    /// interpreter's messages) is not held back.
-    interrupted: AtomicBool,
+    posted: AtomicUsize,
 }
 
 thread_local! {
@@ -243,18 +241,32 @@ impl<T: Send + 'static> Mailbox<T> {
                 q.waiting = false;
                 return;
             }
-            !std::mem::replace(&mut q.posted, true)
+            self.mark_posted(&mut q)
         };
         // Posted outside the lock, so the woken thread does not wait for it.
         // An event that arrives after `close` finds no mailbox under its
         // number and does nothing; Tcl ignores events and alerts for threads
         // that are gone.
         if post {
-            let waiting = self.spinner.mailbox.load(Ordering::SeqCst);
-            if waiting != 0 && waiting != self.id {
-                self.spinner.interrupted.store(true, Ordering::SeqCst);
-            }
             self.post(true);
+        }
+    }
+
+    /// Notes that a Tcl event is (about to be) queued; false if one was.
+    fn mark_posted(&self, q: &mut Queue<T>) -> bool {
+        if q.posted {
+            return false;
+        }
+        q.posted = true;
+        self.spinner.posted.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    /// Notes that the queued Tcl event ran or was deleted.
+    fn clear_posted(&self, q: &mut Queue<T>) {
+        if q.posted {
+            q.posted = false;
+            self.spinner.posted.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -280,6 +292,9 @@ impl<T: Send + 'static> Mailbox<T> {
         let items = {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             q.closed = true;
+            // The event is deleted below (or, queued late by a producer,
+            // finds no mailbox).
+            self.clear_posted(&mut q);
             std::mem::take(&mut q.items)
         };
         drop(items);
@@ -302,7 +317,7 @@ impl<T: Send + 'static> Service for Mailbox<T> {
         }
         let consumer = {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            q.posted = false;
+            self.clear_posted(&mut q);
             if q.closed {
                 return None;
             }
@@ -406,30 +421,26 @@ impl<T: Send + 'static> MailboxRun<T> {
             }
             q.waiting = true;
         }
-        let spinner = &mb.spinner;
-        spinner.interrupted.store(false, Ordering::SeqCst);
-        spinner.mailbox.store(mb.id, Ordering::SeqCst);
         let deadline = now + spin;
-        let came = loop {
+        loop {
             crate::sys::yield_cpu();
             let mut q = mb.queue.lock().unwrap_or_else(|e| e.into_inner());
             if !q.waiting {
                 q.misses = 0;
-                break !q.items.is_empty();
+                return !q.items.is_empty();
             }
-            if spinner.interrupted.load(Ordering::SeqCst) {
+            // Another mailbox of this thread has an event queued.
+            if mb.spinner.posted.load(Ordering::SeqCst) > q.posted as usize {
                 q.waiting = false;
-                break false;
+                return false;
             }
             if q.closed || Instant::now() >= deadline {
                 q.waiting = false;
                 q.misses = (q.misses * 2 + 1).min(MAX_SKIP - 1);
                 q.skip = q.misses;
-                break false;
+                return false;
             }
-        };
-        spinner.mailbox.store(0, Ordering::SeqCst);
-        came
+        }
     }
 }
 
@@ -447,8 +458,7 @@ impl<T: Send + 'static> Run for MailboxRun<T> {
                 self.consumer.batch_done();
                 let mb = &self.mailbox;
                 let mut q = mb.queue.lock().unwrap_or_else(|e| e.into_inner());
-                if !q.items.is_empty() && !q.posted && !q.closed {
-                    q.posted = true;
+                if !q.items.is_empty() && !q.closed && mb.mark_posted(&mut q) {
                     mb.post(false);
                 }
                 continue;
@@ -460,8 +470,7 @@ impl<T: Send + 'static> Run for MailboxRun<T> {
                 // Before running the calls this item causes, make sure an
                 // event is queued for the rest: a script that enters `vwait`
                 // or `update` still receives them from the nested loop.
-                if item.is_some() && !q.items.is_empty() && !q.posted {
-                    q.posted = true;
+                if item.is_some() && !q.items.is_empty() && mb.mark_posted(&mut q) {
                     mb.post(false);
                 }
                 item

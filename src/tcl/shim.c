@@ -153,11 +153,13 @@ static int ws_delete_filter(Tcl_Event *ev, ClientData cd) {
 /* Drops this thread's queued events aimed at `target` (see event.rs). */
 void ws_delete_events(void *target) { Tcl_DeleteEvents(ws_delete_filter, target); }
 
-/* An event source whose only job is to hear that Tcl looks at its sources
- * (see BURST_START in event.rs); it never queues anything. */
+/* An event source whose only job is to hear that Tcl is about to look at
+ * its timers (see BURST_START in event.rs); it never queues anything. */
 static void ws_source_setup(ClientData cd, int flags) {
-    (void)cd; (void)flags;
-    websocket_sources_checked();
+    (void)cd;
+    /* `update idletasks` calls the setup procedures too, but looks at no
+     * timers: it must not end the burst. */
+    if (flags & TCL_TIMER_EVENTS) websocket_sources_checked();
 }
 static void ws_source_check(ClientData cd, int flags) { (void)cd; (void)flags; }
 void ws_create_event_source(void) { Tcl_CreateEventSource(ws_source_setup, ws_source_check, NULL); }
