@@ -1,6 +1,6 @@
 //! The few operating-system calls the package makes beyond std and tokio:
 //! reverse name lookup, local time, the open-files limit, socket I/O
-//! without the file layer, the I/O threads' scheduling class.
+//! without the file layer, the I/O threads' priority.
 
 use std::net::SocketAddr;
 
@@ -163,15 +163,24 @@ pub fn yield_cpu() {
     unsafe { libc::sched_yield() };
 }
 
-/// Puts the calling thread in the SCHED_BATCH scheduling class (Linux).
+/// Raises the calling thread's nice value by `by` (at most to 19), so it
+/// yields to the thread that created it (Linux: nice is per thread).
 #[cfg(target_os = "linux")]
-pub fn set_batch_scheduling() -> std::io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; a valid parameter block.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+pub fn lower_thread_priority(by: i32) -> std::io::Result<()> {
+    // SAFETY: plain syscalls on the calling thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        // getpriority can return -1 as a value: errno tells.
+        *libc::__errno_location() = 0;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        if now == -1 && *libc::__errno_location() != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::setpriority(libc::PRIO_PROCESS, tid, (now + by).min(19)) == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     }
 }
 
@@ -189,16 +198,19 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn batch_scheduling_applies_to_the_calling_thread_only() {
-        let policy = || unsafe { libc::sched_getscheduler(0) };
-        let before = policy();
+    fn thread_nice_applies_to_the_calling_thread_only() {
+        let nice = || unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::getpriority(libc::PRIO_PROCESS, tid)
+        };
+        let before = nice();
         let inside = std::thread::spawn(move || {
-            set_batch_scheduling().unwrap();
-            policy()
+            lower_thread_priority(3).unwrap();
+            nice()
         })
         .join()
         .unwrap();
-        assert_eq!(inside, libc::SCHED_BATCH);
-        assert_eq!(policy(), before);
+        assert_eq!(inside, before + 3);
+        assert_eq!(nice(), before);
     }
 }
