@@ -25,10 +25,10 @@ fn workers() -> usize {
 }
 
 /// Lowers the calling I/O thread's priority by `WEBSOCKET_IO_NICE` nice
-/// steps (default 5; 0 leaves it) below the thread that started the engine. The Tcl thread is where the work per message
-/// is, and when it shares a core with the I/O threads (one core, or a busy
-/// machine) an I/O thread that preempts it at every incoming packet cuts
-/// its batches short. With 200 connections echoing through one pinned core
+/// steps (default 5; 0 leaves it) below the thread that started the engine.
+/// The Tcl thread is where the work per message is, and when it shares a
+/// core with the I/O threads (one core, or a busy machine) an I/O thread
+/// that preempts it at every incoming packet cuts its batches short. With 200 connections echoing through one pinned core
 /// (median of 6 interleaved runs): normal priority 65k msg/s, nice 5 ~90k,
 /// SCHED_BATCH (no wake-up preemption at all) ~94k. Batch made the round
 /// trip with the peer on the same core 7% slower than nice 5 (29.5 against

@@ -10,7 +10,7 @@
 //! When the queue runs dry, the run waits a moment for more (`wait_for_more`)
 //! instead of going back to Tcl's event loop to sleep, unless the thread's
 //! runs have kept Tcl from looking at its timers and file events for 1 ms,
-//! or another mailbox of the thread has posted an event meanwhile.
+//! or another mailbox of the thread has a Tcl event queued.
 //!
 //! A queued Tcl event owns nothing: it carries only the mailbox's number,
 //! looked up in its thread's registry when it runs. Tcl frees the events
@@ -58,17 +58,15 @@ trait Run {
 /// Numbers mailboxes; 0 is never used, so it can mean "any" in a filter.
 static NEXT_MAILBOX_ID: AtomicUsize = AtomicUsize::new(1);
 
-/// What the mailboxes of one thread share: how many of them have a Tcl
-/// event queued (`Queue::posted`). A run that waits for more items stops
-/// as soon as another mailbox has one, so that event (a bridged channel's
-/// write, another interpreter's messages) is not held back.
+/// How many mailboxes of one thread have a Tcl event queued
+/// (`Queue::posted`). A run that waits for more items stops as soon as
+/// another mailbox has one, so that event (a bridged channel's write,
+/// another interpreter's messages) is not held back.
 #[derive(Default)]
-struct Spinner {
-    posted: AtomicUsize,
-}
+struct QueuedEvents(AtomicUsize);
 
 thread_local! {
-    static SPINNER: Arc<Spinner> = Arc::new(Spinner::default());
+    static QUEUED_EVENTS: Arc<QueuedEvents> = Arc::new(QueuedEvents::default());
     /// When the thread's current burst of runs began: runs that follow one
     /// another without Tcl checking its event sources in between (a queued
     /// event is serviced before timers and file events are looked at).
@@ -189,7 +187,8 @@ pub struct Mailbox<T: Send + 'static> {
     owner: ThreadId,
     queue: Mutex<Queue<T>>,
     consumer: ConsumerCell<T>,
-    spinner: Arc<Spinner>,
+    /// Shared with the other mailboxes of the owner thread.
+    thread_queued: Arc<QueuedEvents>,
     /// Runs may wait for more items (`wait_for_more`).
     may_wait: bool,
 }
@@ -221,7 +220,7 @@ impl<T: Send + 'static> Mailbox<T> {
                 closed: false,
             }),
             consumer: ConsumerCell(RefCell::new(Some(consumer))),
-            spinner: SPINNER.with(|s| s.clone()),
+            thread_queued: QUEUED_EVENTS.with(|q| q.clone()),
             may_wait,
         });
         let weak: Weak<dyn Service> = Arc::downgrade(&(mailbox.clone() as Arc<dyn Service>));
@@ -258,7 +257,7 @@ impl<T: Send + 'static> Mailbox<T> {
             return false;
         }
         q.posted = true;
-        self.spinner.posted.fetch_add(1, Ordering::SeqCst);
+        self.thread_queued.0.fetch_add(1, Ordering::SeqCst);
         true
     }
 
@@ -266,7 +265,7 @@ impl<T: Send + 'static> Mailbox<T> {
     fn clear_posted(&self, q: &mut Queue<T>) {
         if q.posted {
             q.posted = false;
-            self.spinner.posted.fetch_sub(1, Ordering::SeqCst);
+            self.thread_queued.0.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -430,7 +429,7 @@ impl<T: Send + 'static> MailboxRun<T> {
                 return !q.items.is_empty();
             }
             // Another mailbox of this thread has an event queued.
-            if mb.spinner.posted.load(Ordering::SeqCst) > q.posted as usize {
+            if mb.thread_queued.0.load(Ordering::SeqCst) > q.posted as usize {
                 q.waiting = false;
                 return false;
             }
