@@ -250,7 +250,8 @@ proc connect_pair {{sargs {}} {ctag cli} {stag srv} {path /echo}} {
 #	  silent      never answers
 #	  404         answers HTTP/1.1 404
 #	  badaccept   answers 101 with a wrong Sec-WebSocket-Accept
-#	  accept      answers a correct 101, then keeps the socket in
+#	  accept      answers a correct 101 (followed at once by the bytes in
+#	              ::raw(after_accept), if set), then keeps the socket in
 #	              ::raw(sock), binary, collecting bytes in ::raw(data)
 #	  frames      (no HTTP at all) collects bytes in ::raw(data) at once
 proc raw_server {mode} {
@@ -302,7 +303,9 @@ proc raw_head {mode sock} {
                 fileevent $sock readable [list raw_collect $sock]
             }
             accept {
-                puts -nonewline $sock "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: [::websocket::sec-websocket-accept $key]\r\n\r\n"
+                # ::raw(after_accept), if set, goes out in the same write.
+                set more [expr {[info exists ::raw(after_accept)] ? $::raw(after_accept) : ""}]
+                puts -nonewline $sock "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: [::websocket::sec-websocket-accept $key]\r\n\r\n$more"
                 flush $sock
                 fileevent $sock readable [list raw_collect $sock]
             }

@@ -560,14 +560,16 @@ impl Reader {
                         }
                         Some(Message::Ping(p)) => {
                             // The pong goes before anything the owner sends
-                            // in answer to what follows the ping.
-                            self.shared.direct().pending = true;
+                            // in answer to what follows the ping: both under
+                            // the direct lock, which `release` also takes.
                             let first = {
+                                let mut d = self.shared.direct();
                                 let mut due = self.shared.pong_due();
                                 if due.len() == MAX_PONGS_DUE {
                                     due.pop_back();
                                 }
                                 due.push_back(p.clone());
+                                d.pending = true;
                                 due.len() == 1
                             };
                             if first {
@@ -677,9 +679,14 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     }
 
     /// Hands the socket back to the owner's direct writes, unless a command
-    /// arrived meanwhile (which is then returned, to be handled first).
+    /// arrived meanwhile (which is then returned, to be handled first) or a
+    /// pong is due: the owner's bytes queued since the ping answer what came
+    /// after it, so they wait until the pong is out.
     fn release(&self, rx: &mut Receiver<Cmd>) -> Option<Cmd> {
         let mut d = self.shared.direct();
+        if !self.shared.pong_due().is_empty() {
+            return None;
+        }
         match rx.try_recv() {
             Ok(cmd) => Some(cmd),
             Err(_) => {
@@ -895,7 +902,8 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 Some(Cmd::Data(first)) => {
                     let mut total = first.len();
                     let mut bufs = VecDeque::from([first]);
-                    while total < WRITE_BATCH {
+                    // A pong that fell due meanwhile goes before the rest.
+                    while total < WRITE_BATCH && self.shared.pong_due().is_empty() {
                         match rx.try_recv() {
                             Ok(Cmd::Data(b)) => {
                                 total += b.len();
