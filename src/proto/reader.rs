@@ -387,22 +387,14 @@ mod tests {
     type Outcome = (Vec<Message>, Option<Violation>);
 
     /// Feed `data` in the given chunk sizes (cycled), following the
-    /// documented calling convention.
+    /// documented calling convention: `decode_in_place` with a threshold no
+    /// frame reaches, so every byte goes through `read`.
     fn decode_with(
         r: &mut MessageReader,
         data: &[u8],
         sizes: &mut dyn FnMut() -> usize,
     ) -> Outcome {
-        let mut msgs = Vec::new();
-        let mut off = 0;
-        while off < data.len() {
-            let n = sizes().max(1).min(data.len() - off);
-            if let Err(v) = read_chunk(r, &data[off..off + n], &mut msgs) {
-                return (msgs, Some(v));
-            }
-            off += n;
-        }
-        (msgs, None)
+        decode_in_place(r, data, usize::MAX, sizes)
     }
 
     /// Hands `chunk` to `read` as the calling convention says, collecting
