@@ -1,27 +1,35 @@
 //! The event bridge: engine threads hand items to an interpreter's thread.
 //!
-//! Each interpreter has one `Mailbox`. Producers append to its queue and post
-//! a Tcl event (with `Tcl_ThreadAlert`) only when none is outstanding, so a
-//! burst of messages costs one wake-up. The Tcl event drains the queue in
-//! order. Before running a handler it makes sure another Tcl event is queued
-//! while items remain, so a handler that enters `vwait` or `update` still
-//! receives the next items from the nested event loop.
+//! Each interpreter has one `Mailbox`. Producers append to its queue and,
+//! when the mailbox goes from idle to having items, put its number on the
+//! thread's ready list and wake the thread (`Tcl_ThreadAlert`): one
+//! wake-up per burst. The mailboxes' event source turns the ready list into
+//! queued Tcl events when Tcl looks at its event sources, as Tcl's own file
+//! events are made, and each such event delivers items in order in a run.
+//!
+//! Fairness: a run ends after `BATCH` items or once the thread has spent
+//! `RUN_BUDGET` without Tcl looking at its event sources; the rest waits on
+//! the ready list, not in Tcl's event queue. So the queue empties after
+//! every run and Tcl looks at its timers, file events and other sources
+//! before the mailbox is served again, however deep the backlog. A handler
+//! that enters `vwait` or `update` still receives the next items: the
+//! nested event loop asks the event source, which puts the mailboxes of the
+//! runs in progress with items left on the ready list.
 //!
 //! When the queue runs dry, the run waits a moment for more (`wait_for_more`)
 //! instead of going back to Tcl's event loop to sleep, unless the thread's
 //! runs have kept Tcl from looking at its timers and file events for 1 ms,
-//! or another mailbox of the thread has a Tcl event queued.
+//! or another mailbox of the thread has items announced.
 //!
 //! A queued Tcl event owns nothing: it carries only the mailbox's number,
 //! looked up in its thread's registry when it runs. Tcl frees the events
 //! still queued when a thread exits without running them, and an event can
-//! be posted just after its mailbox closed (the producer raced the owner),
-//! so an event that held a reference would leak it.
+//! outlive its mailbox, so an event that held a reference would leak it.
 
 use super::ffi;
 use super::interp::panic_message;
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -44,43 +52,118 @@ impl ThreadId {
 }
 
 trait Service: Send + Sync {
-    /// Starts servicing one posted event; None if there is nothing to do.
+    /// Starts servicing one queued event; None if there is nothing to do.
     fn start(self: Arc<Self>) -> Option<Box<dyn Run>>;
 }
 
-/// One servicing of a posted event, driven by the C event procedure.
+/// One servicing of a queued event, driven by the C event procedure.
 trait Run {
     /// The next script call to evaluate, or None when the run is over.
     fn next(&mut self) -> Option<Call>;
     fn done(&mut self, call: Call, code: c_int);
+    /// A nested event loop looks at the event sources while this run's
+    /// handler call is in progress: items left must be announced.
+    fn announce_rest(&self);
 }
 
 /// Numbers mailboxes; 0 is never used, so it can mean "any" in a filter.
 static NEXT_MAILBOX_ID: AtomicUsize = AtomicUsize::new(1);
 
-/// How many mailboxes of one thread have a Tcl event queued
-/// (`Queue::posted`). A run that waits for more items stops as soon as
-/// another mailbox has one, so that event (a bridged channel's write,
-/// another interpreter's messages) is not held back.
+/// What the mailboxes of one thread share.
 #[derive(Default)]
-struct QueuedEvents(AtomicUsize);
+struct ThreadShared {
+    ready: Mutex<Ready>,
+    /// How many mailboxes are announced (`Queue::announced`). A run that
+    /// waits for more items stops as soon as another mailbox is, so that
+    /// mailbox (a bridged channel's writes, another interpreter's messages)
+    /// is not held back.
+    announced: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Ready {
+    /// Mailboxes with items and no Tcl event queued yet, by number, in the
+    /// order they became ready; the event source queues their events.
+    ids: Vec<usize>,
+    /// The thread may be blocked waiting for events: between the event
+    /// source's setup and check procedures. Only then does a producer wake
+    /// it. An alert to a thread that is not waiting makes its next wait
+    /// return at once, before Tcl 8.6's notifier thread has looked at the
+    /// thread's file descriptors, so a stream of needless alerts starved
+    /// the script's own sockets (an accept answered after ~1 s with 50
+    /// busy connections).
+    waiting: bool,
+}
 
 thread_local! {
-    static QUEUED_EVENTS: Arc<QueuedEvents> = Arc::new(QueuedEvents::default());
+    static THREAD_SHARED: Arc<ThreadShared> = Arc::new(ThreadShared::default());
     /// When the thread's current burst of runs began: runs that follow one
-    /// another without Tcl checking its event sources in between (a queued
-    /// event is serviced before timers and file events are looked at).
-    /// Cleared by the event source's setup procedure.
+    /// another without Tcl checking its event sources in between. Cleared
+    /// by the event source's setup procedure.
     static BURST_START: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
     static SOURCE_CREATED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Tcl is about to look at its event sources (timers, files): the burst is
-/// over.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Tcl is about to look at its event sources (`flags` says which). Returns
+/// 1 if Tcl must not block: mailboxes are ready.
 #[no_mangle]
-extern "C" fn websocket_sources_checked() {
+extern "C" fn websocket_sources_setup(flags: c_int) -> c_int {
+    match catch_unwind(|| {
+        // `update idletasks` calls the setup procedures too, but looks at
+        // no timers: it must not end the burst.
+        if flags & ffi::TCL_TIMER_EVENTS != 0 {
+            let _ = BURST_START.try_with(|b| b.set(None));
+        }
+        if flags & ffi::TCL_FILE_EVENTS == 0 {
+            return 0;
+        }
+        // A nested event loop inside a handler: the runs it interrupts
+        // leave their items to it.
+        let runs = ACTIVE_RUNS
+            .try_with(|r| r.borrow().clone())
+            .unwrap_or_default();
+        for h in runs {
+            // SAFETY: a run in progress on this thread (made by
+            // websocket_service_start, not yet ended); only read here, while
+            // the frame that drives it waits for its handler call.
+            unsafe { &*(h as *const RunHandle) }.run.announce_rest();
+        }
+        THREAD_SHARED
+            .try_with(|t| {
+                let mut ready = lock(&t.ready);
+                ready.waiting = true;
+                !ready.ids.is_empty() as c_int
+            })
+            .unwrap_or(0)
+    }) {
+        Ok(block) => block,
+        Err(p) => {
+            report(p);
+            0
+        }
+    }
+}
+
+/// Tcl has looked at its event sources: queue an event for each ready
+/// mailbox, behind the timer and file events just queued.
+#[no_mangle]
+extern "C" fn websocket_sources_check() {
     if let Err(p) = catch_unwind(|| {
-        let _ = BURST_START.try_with(|b| b.set(None));
+        let ready = THREAD_SHARED
+            .try_with(|t| {
+                let mut ready = lock(&t.ready);
+                ready.waiting = false;
+                std::mem::take(&mut ready.ids)
+            })
+            .unwrap_or_default();
+        for id in ready {
+            // SAFETY: the payload is a plain number; the event owns nothing.
+            unsafe { ffi::ws_queue_event(id as *mut c_void) };
+        }
     }) {
         report(p);
     }
@@ -88,8 +171,8 @@ extern "C" fn websocket_sources_checked() {
 
 fn ensure_event_source() {
     if !SOURCE_CREATED.with(|c| c.replace(true)) {
-        // SAFETY: registers the shim's setup procedure for this thread; it
-        // is deleted by the thread exit handler below.
+        // SAFETY: registers the shim's event source for this thread; it is
+        // deleted by the thread exit handler below.
         unsafe { ffi::ws_create_event_source() };
         super::callback::at_thread_exit(delete_event_source);
     }
@@ -109,39 +192,35 @@ thread_local! {
     /// The mailboxes owned by this thread and not yet closed, by number.
     /// Weak: the owner's state holds the mailbox; a thread that exits
     /// without closing one must not drop it here, after Tcl is gone.
-    static REGISTRY: RefCell<Vec<(usize, Weak<dyn Service>)>> = const { RefCell::new(Vec::new()) };
+    static REGISTRY: RefCell<HashMap<usize, Weak<dyn Service>>> = RefCell::new(HashMap::new());
 }
 
 fn register(id: usize, mailbox: Weak<dyn Service>) {
     let _ = REGISTRY.try_with(|r| {
         let mut r = r.borrow_mut();
-        r.retain(|(_, m)| m.strong_count() > 0);
-        r.push((id, mailbox));
+        r.retain(|_, m| m.strong_count() > 0);
+        r.insert(id, mailbox);
     });
 }
 
 fn unregister(id: usize) {
-    let _ = REGISTRY.try_with(|r| r.borrow_mut().retain(|(i, _)| *i != id));
+    let _ = REGISTRY.try_with(|r| r.borrow_mut().remove(&id));
 }
 
 fn lookup(id: usize) -> Option<Arc<dyn Service>> {
     REGISTRY
-        .try_with(|r| {
-            r.borrow()
-                .iter()
-                .find(|(i, _)| *i == id)
-                .and_then(|(_, m)| m.upgrade())
-        })
+        .try_with(|r| r.borrow().get(&id).and_then(|m| m.upgrade()))
         .ok()
         .flatten()
 }
 
 struct Queue<T> {
     items: VecDeque<T>,
-    /// A Tcl event for this mailbox sits in the thread's event queue.
-    posted: bool,
+    /// The mailbox is on its thread's ready list, or a Tcl event for it is
+    /// queued: it will be served without another announcement.
+    announced: bool,
     /// The owner waits in a run for the next item (`wait_for_more`): a
-    /// push clears this instead of posting a Tcl event.
+    /// push clears this instead of announcing.
     waiting: bool,
     /// Runs left that do not wait, and how many the last miss skipped.
     skip: u32,
@@ -173,6 +252,10 @@ pub trait Consumer<T> {
     }
     /// A run of deliveries is over (a good moment to flush what they wrote).
     fn batch_done(&self);
+    /// A run begins; calls queued by its deliveries belong to it until it
+    /// ends, so that a nested run (a handler's `vwait`) does not take them.
+    fn run_begin(&self) {}
+    fn run_end(&self) {}
 }
 
 /// The consumer runs on the owner thread only; it is kept apart from the
@@ -188,7 +271,7 @@ pub struct Mailbox<T: Send + 'static> {
     queue: Mutex<Queue<T>>,
     consumer: ConsumerCell<T>,
     /// Shared with the other mailboxes of the owner thread.
-    thread_queued: Arc<QueuedEvents>,
+    thread: Arc<ThreadShared>,
     /// Runs may wait for more items (`wait_for_more`).
     may_wait: bool,
 }
@@ -213,14 +296,14 @@ impl<T: Send + 'static> Mailbox<T> {
             owner: ThreadId::current(),
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
-                posted: false,
+                announced: false,
                 waiting: false,
                 skip: 0,
                 misses: 0,
                 closed: false,
             }),
             consumer: ConsumerCell(RefCell::new(Some(consumer))),
-            thread_queued: QUEUED_EVENTS.with(|q| q.clone()),
+            thread: THREAD_SHARED.with(|q| q.clone()),
             may_wait,
         });
         let weak: Weak<dyn Service> = Arc::downgrade(&(mailbox.clone() as Arc<dyn Service>));
@@ -230,8 +313,8 @@ impl<T: Send + 'static> Mailbox<T> {
 
     /// Appends an item from any thread. Items sent after `close` are dropped.
     pub fn push(self: &Arc<Self>, item: T) {
-        let post = {
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let alert = {
+            let mut q = lock(&self.queue);
             if q.closed {
                 return;
             }
@@ -240,43 +323,47 @@ impl<T: Send + 'static> Mailbox<T> {
                 q.waiting = false;
                 return;
             }
-            self.mark_posted(&mut q)
+            self.announce(&mut q)
         };
-        // Posted outside the lock, so the woken thread does not wait for it.
-        // An event that arrives after `close` finds no mailbox under its
-        // number and does nothing; Tcl ignores events and alerts for threads
-        // that are gone.
-        if post {
-            self.post(true);
+        // Outside the lock, so the woken thread does not wait for it. Tcl
+        // ignores alerts for threads that are gone.
+        if alert {
+            // SAFETY: a plain Tcl thread id.
+            unsafe { ffi::ws_alert(self.owner.0 as *mut c_void) }
         }
     }
 
-    /// Notes that a Tcl event is (about to be) queued; false if one was.
-    fn mark_posted(&self, q: &mut Queue<T>) -> bool {
-        if q.posted {
+    /// Puts the mailbox on its thread's ready list unless it is announced
+    /// already; true if the thread must be woken.
+    fn announce(&self, q: &mut Queue<T>) -> bool {
+        if q.announced {
             return false;
         }
-        q.posted = true;
-        self.thread_queued.0.fetch_add(1, Ordering::SeqCst);
-        true
+        q.announced = true;
+        self.thread.announced.fetch_add(1, Ordering::SeqCst);
+        let mut ready = lock(&self.thread.ready);
+        ready.ids.push(self.id);
+        ready.waiting
     }
 
-    /// Notes that the queued Tcl event ran or was deleted.
-    fn clear_posted(&self, q: &mut Queue<T>) {
-        if q.posted {
-            q.posted = false;
-            self.thread_queued.0.fetch_sub(1, Ordering::SeqCst);
+    /// Notes that the announcement was served (its Tcl event runs).
+    fn clear_announced(&self, q: &mut Queue<T>) {
+        if q.announced {
+            q.announced = false;
+            self.thread.announced.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
-    fn post(&self, alert: bool) {
-        // SAFETY: the payload is a plain number; the event owns nothing.
-        unsafe {
-            ffi::ws_post_event(
-                self.owner.0 as *mut c_void,
-                self.id as *mut c_void,
-                alert as c_int,
-            )
+    /// Takes back an announcement no event was queued for yet, once a run
+    /// has emptied the queue: it would only start a run with nothing to do.
+    fn retract(&self, q: &mut Queue<T>) {
+        if q.announced && q.items.is_empty() {
+            let mut ready = lock(&self.thread.ready);
+            if let Some(i) = ready.ids.iter().position(|&id| id == self.id) {
+                ready.ids.remove(i);
+                drop(ready);
+                self.clear_announced(q);
+            }
         }
     }
 
@@ -289,11 +376,11 @@ impl<T: Send + 'static> Mailbox<T> {
     pub fn close(self: &Arc<Self>) {
         assert!(self.on_owner_thread(), "Mailbox::close off its thread");
         let items = {
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut q = lock(&self.queue);
             q.closed = true;
-            // The event is deleted below (or, queued late by a producer,
-            // finds no mailbox).
-            self.clear_posted(&mut q);
+            // The event is deleted below (or, queued late, finds no mailbox).
+            lock(&self.thread.ready).ids.retain(|&id| id != self.id);
+            self.clear_announced(&mut q);
             std::mem::take(&mut q.items)
         };
         drop(items);
@@ -305,7 +392,7 @@ impl<T: Send + 'static> Mailbox<T> {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).closed
+        lock(&self.queue).closed
     }
 }
 
@@ -315,17 +402,25 @@ impl<T: Send + 'static> Service for Mailbox<T> {
             return None;
         }
         let consumer = {
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            self.clear_posted(&mut q);
-            if q.closed {
+            let mut q = lock(&self.queue);
+            self.clear_announced(&mut q);
+            if q.closed || q.items.is_empty() {
                 return None;
             }
             self.consumer.0.borrow().as_ref()?.clone()
         };
+        let now = Instant::now();
+        let burst = BURST_START.with(|b| {
+            let start = b.get().unwrap_or(now);
+            b.set(Some(start));
+            start
+        });
+        consumer.run_begin();
         Some(Box::new(MailboxRun {
             mailbox: self,
             consumer,
             delivered: 0,
+            burst,
             over: false,
         }))
     }
@@ -335,7 +430,15 @@ struct MailboxRun<T: Send + 'static> {
     mailbox: Arc<Mailbox<T>>,
     consumer: Rc<dyn Consumer<T>>,
     delivered: usize,
+    /// When the thread's burst of runs began (`BURST_START`).
+    burst: Instant,
     over: bool,
+}
+
+impl<T: Send + 'static> Drop for MailboxRun<T> {
+    fn drop(&mut self) {
+        self.consumer.run_end();
+    }
 }
 
 /// How long a run waits for the next item once the mailbox is empty
@@ -379,6 +482,12 @@ const MAX_SPIN_US: u64 = 10_000;
 /// 0.5 and 2 ms.
 const BURST_BUDGET: Duration = Duration::from_millis(1);
 
+/// A run with items left ends once the thread's burst is this old, so that
+/// a backlog whose handlers do real work leaves Tcl's timers and file
+/// events late by about this much at most (`BATCH` bounds it for cheap
+/// handlers).
+const RUN_BUDGET: Duration = Duration::from_millis(2);
+
 /// Most runs skipped after waits that found nothing (a power of two).
 const MAX_SKIP: u32 = 64;
 
@@ -397,17 +506,12 @@ impl<T: Send + 'static> MailboxRun<T> {
             return false;
         }
         let now = Instant::now();
-        let burst = BURST_START.with(|b| {
-            let start = b.get().unwrap_or(now);
-            b.set(Some(start));
-            start
-        });
-        if now.duration_since(burst) > BURST_BUDGET {
+        if now.duration_since(self.burst) > BURST_BUDGET {
             return false;
         }
         let mb = &self.mailbox;
         {
-            let mut q = mb.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut q = lock(&mb.queue);
             if q.closed {
                 return false;
             }
@@ -423,13 +527,13 @@ impl<T: Send + 'static> MailboxRun<T> {
         let deadline = now + spin;
         loop {
             crate::sys::yield_cpu();
-            let mut q = mb.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut q = lock(&mb.queue);
             if !q.waiting {
                 q.misses = 0;
                 return !q.items.is_empty();
             }
-            // Another mailbox of this thread has an event queued.
-            if mb.thread_queued.0.load(Ordering::SeqCst) > q.posted as usize {
+            // Another mailbox of this thread has items announced.
+            if mb.thread.announced.load(Ordering::SeqCst) > q.announced as usize {
                 q.waiting = false;
                 return false;
             }
@@ -439,6 +543,22 @@ impl<T: Send + 'static> MailboxRun<T> {
                 q.skip = q.misses;
                 return false;
             }
+        }
+    }
+
+    /// Ends the run; items left are announced, to be served after Tcl has
+    /// looked at its other event sources.
+    fn end(&mut self) {
+        self.over = true;
+        let mb = &self.mailbox;
+        let mut q = lock(&mb.queue);
+        if q.closed {
+            return;
+        }
+        if q.items.is_empty() {
+            mb.retract(&mut q);
+        } else {
+            mb.announce(&mut q);
         }
     }
 }
@@ -452,28 +572,13 @@ impl<T: Send + 'static> Run for MailboxRun<T> {
             if self.over {
                 return None;
             }
-            if self.delivered == BATCH {
-                self.over = true;
+            if self.delivered == BATCH || (self.delivered > 0 && self.burst.elapsed() > RUN_BUDGET)
+            {
                 self.consumer.batch_done();
-                let mb = &self.mailbox;
-                let mut q = mb.queue.lock().unwrap_or_else(|e| e.into_inner());
-                if !q.items.is_empty() && !q.closed && mb.mark_posted(&mut q) {
-                    mb.post(false);
-                }
+                self.end();
                 continue;
             }
-            let item = {
-                let mb = &self.mailbox;
-                let mut q = mb.queue.lock().unwrap_or_else(|e| e.into_inner());
-                let item = q.items.pop_front();
-                // Before running the calls this item causes, make sure an
-                // event is queued for the rest: a script that enters `vwait`
-                // or `update` still receives them from the nested loop.
-                if item.is_some() && !q.items.is_empty() && mb.mark_posted(&mut q) {
-                    mb.post(false);
-                }
-                item
-            };
+            let item = lock(&self.mailbox.queue).items.pop_front();
             match item {
                 Some(item) => {
                     self.delivered += 1;
@@ -482,7 +587,7 @@ impl<T: Send + 'static> Run for MailboxRun<T> {
                 None => {
                     self.consumer.batch_done();
                     if !self.wait_for_more() {
-                        self.over = true;
+                        self.end();
                     }
                 }
             }
@@ -491,6 +596,14 @@ impl<T: Send + 'static> Run for MailboxRun<T> {
 
     fn done(&mut self, call: Call, code: c_int) {
         self.consumer.call_done(call, code);
+    }
+
+    fn announce_rest(&self) {
+        let mb = &self.mailbox;
+        let mut q = lock(&mb.queue);
+        if !q.closed && !q.items.is_empty() {
+            mb.announce(&mut q);
+        }
     }
 }
 

@@ -16,6 +16,8 @@ pub type Tcl_Channel = *mut c_void;
 
 pub const TCL_OK: c_int = 0;
 pub const TCL_ERROR: c_int = 1;
+pub const TCL_FILE_EVENTS: c_int = 1 << 3;
+pub const TCL_TIMER_EVENTS: c_int = 1 << 4;
 pub const TCL_READABLE: c_int = 1 << 1;
 
 pub type ObjCmdProc = unsafe extern "C" fn(
@@ -86,7 +88,8 @@ extern "C" {
     pub fn ws_write_stdout(s: *const c_char, n: isize);
 
     pub fn ws_current_thread() -> *mut c_void;
-    pub fn ws_post_event(thread: *mut c_void, payload: *mut c_void, alert: c_int);
+    pub fn ws_queue_event(payload: *mut c_void);
+    pub fn ws_alert(thread: *mut c_void);
     pub fn ws_delete_events(payload: *mut c_void);
     pub fn ws_create_event_source();
     pub fn ws_delete_event_source();

@@ -18,7 +18,8 @@ extern void *websocket_service_start(void *payload);
 extern int websocket_service_next(void *run, WsCallOut *out);
 extern void websocket_service_done(void *run, int code);
 extern void websocket_service_end(void *run);
-extern void websocket_sources_checked(void);
+extern int websocket_sources_setup(int flags);
+extern void websocket_sources_check(void);
 
 int ws_init_stubs(Tcl_Interp *interp) {
     return Tcl_InitStubs(interp, "8.6", 0) != NULL;
@@ -131,19 +132,17 @@ static int ws_event_proc(Tcl_Event *ev, int flags) {
 
 void *ws_current_thread(void) { return (void *)Tcl_GetCurrentThread(); }
 
-/* Queues one event for `thread`; wakes it when posting from another thread. */
-void ws_post_event(void *thread, void *payload, int alert) {
+/* Queues one event for the calling thread, at the tail. */
+void ws_queue_event(void *payload) {
     WsEvent *ev = (WsEvent *)ckalloc(sizeof(WsEvent));
     ev->header.proc = ws_event_proc;
     ev->header.nextPtr = NULL;
     ev->payload = payload;
-    if (alert) {
-        Tcl_ThreadQueueEvent((Tcl_ThreadId)thread, &ev->header, TCL_QUEUE_TAIL);
-        Tcl_ThreadAlert((Tcl_ThreadId)thread);
-    } else {
-        Tcl_QueueEvent(&ev->header, TCL_QUEUE_TAIL);
-    }
+    Tcl_QueueEvent(&ev->header, TCL_QUEUE_TAIL);
 }
+
+/* Wakes `thread` out of its wait for events (or keeps its next wait short). */
+void ws_alert(void *thread) { Tcl_ThreadAlert((Tcl_ThreadId)thread); }
 
 static int ws_delete_filter(Tcl_Event *ev, ClientData cd) {
     if (ev->proc != ws_event_proc) return 0;
@@ -153,15 +152,21 @@ static int ws_delete_filter(Tcl_Event *ev, ClientData cd) {
 /* Drops this thread's queued events aimed at `target` (see event.rs). */
 void ws_delete_events(void *target) { Tcl_DeleteEvents(ws_delete_filter, target); }
 
-/* An event source whose only job is to hear that Tcl is about to look at
- * its timers (see BURST_START in event.rs); it never queues anything. */
+/* The mailboxes' event source (see event.rs). Mailboxes with items are
+ * turned into queued events only here, when Tcl looks at its event sources,
+ * as Tcl's own file events are: each time the queue has been worked through,
+ * timers and file events get their turn before mailboxes are served again. */
 static void ws_source_setup(ClientData cd, int flags) {
     (void)cd;
-    /* `update idletasks` calls the setup procedures too, but looks at no
-     * timers: it must not end the burst. */
-    if (flags & TCL_TIMER_EVENTS) websocket_sources_checked();
+    if (websocket_sources_setup(flags)) {
+        Tcl_Time now = {0, 0};
+        Tcl_SetMaxBlockTime(&now);
+    }
 }
-static void ws_source_check(ClientData cd, int flags) { (void)cd; (void)flags; }
+static void ws_source_check(ClientData cd, int flags) {
+    (void)cd;
+    if (flags & TCL_FILE_EVENTS) websocket_sources_check();
+}
 void ws_create_event_source(void) { Tcl_CreateEventSource(ws_source_setup, ws_source_check, NULL); }
 void ws_delete_event_source(void) { Tcl_DeleteEventSource(ws_source_setup, ws_source_check, NULL); }
 
