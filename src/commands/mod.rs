@@ -195,12 +195,15 @@ pub struct Pending {
 
 type Inbox = Mailbox<(u64, Event)>;
 
-/// What delivering an engine event leaves to do, in order.
+/// What delivering an engine event leaves to do, in order, for the
+/// connection numbered `u64`. Steps of a connection that the script has
+/// forgotten meanwhile (`close` in a `timeout` handler) are dropped: its
+/// `disconnect` has been reported already.
 enum Step {
     /// Evaluate these words (`{*}$handler $sock $type $msg`).
-    Call(Vec<Obj>),
+    Call(u64, Vec<Obj>),
     /// The connection is gone once the calls before are made.
-    Forget(Rc<str>),
+    Forget(u64),
 }
 
 pub struct State {
@@ -218,8 +221,11 @@ pub struct State {
     /// (for the event loop's C side to evaluate) instead of made at once.
     queueing: Cell<bool>,
     /// Handler calls (and the forgetting that follows some) queued by the
-    /// events being delivered, in order.
-    steps: RefCell<VecDeque<Step>>,
+    /// events being delivered, in order; one queue per run of deliveries in
+    /// progress, innermost last. A handler that enters `vwait` or `update`
+    /// starts a nested run, which must not take the calls its own event
+    /// still owes (the `disconnect` after a `close`).
+    steps: RefCell<Vec<VecDeque<Step>>>,
     /// Connections holding frames sent during a delivery, not yet written.
     corked: RefCell<Vec<Rc<str>>>,
     /// The flush registered for idle time, if any.
@@ -342,7 +348,7 @@ impl State {
     pub fn push(&self, name: &str, kind: Kind, msg: Obj) {
         if self.queueing.get() {
             if let Some(c) = self.conns.borrow().get(name) {
-                self.queue_call(&c.call, kind, msg);
+                self.queue_call(c.id, &c.call, kind, msg);
             }
             return;
         }
@@ -355,30 +361,49 @@ impl State {
         self.call_handler(&call, kind, msg);
     }
 
-    fn queue_call(&self, call: &[Obj], kind: Kind, msg: Obj) {
+    fn queue_call(&self, id: u64, call: &[Obj], kind: Kind, msg: Obj) {
         let mut words = Vec::with_capacity(call.len() + 2);
         words.extend(call.iter().cloned());
         words.push(self.kinds[kind as usize].clone());
         words.push(msg);
-        self.steps.borrow_mut().push_back(Step::Call(words));
+        self.queue_step(Step::Call(id, words));
+    }
+
+    fn queue_step(&self, step: Step) {
+        let mut steps = self.steps.borrow_mut();
+        if steps.is_empty() {
+            steps.push(VecDeque::new());
+        }
+        if let Some(run) = steps.last_mut() {
+            run.push_back(step);
+        }
     }
 
     /// Forgets a connection once the handler calls queued before are made.
     fn forget_after(&self, name: &str) {
         if self.queueing.get() {
-            self.steps.borrow_mut().push_back(Step::Forget(name.into()));
+            let id = self.conns.borrow().get(name).map(|c| c.id);
+            if let Some(id) = id {
+                self.queue_step(Step::Forget(id));
+            }
         } else {
             self.forget(name);
         }
     }
 
-    /// The next queued handler call; forgets what is due before it.
+    /// The next handler call queued by the innermost run; forgets what is
+    /// due before it.
     fn take_call(&self) -> Option<crate::tcl::event::Call> {
         loop {
-            let step = self.steps.borrow_mut().pop_front()?;
+            let step = self.steps.borrow_mut().last_mut()?.pop_front()?;
+            let (Step::Call(id, _) | Step::Forget(id)) = step;
+            let name = self.names.borrow().get(&id).cloned();
+            let Some(name) = name else {
+                continue;
+            };
             match step {
-                Step::Forget(name) => self.forget(&name),
-                Step::Call(words) => {
+                Step::Forget(_) => self.forget(&name),
+                Step::Call(_, words) => {
                     self.delivering.set(self.delivering.get() + 1);
                     return Some(crate::tcl::event::Call {
                         interp: self.interp,
@@ -463,7 +488,7 @@ impl State {
                 };
                 if let Some(c) = self.conns.borrow().get(&name) {
                     c.handle.delivered(cost);
-                    self.queue_call(&c.call, kind, obj);
+                    self.queue_call(c.id, &c.call, kind, obj);
                 }
             }
             Event::Closed { code, reason } => {
@@ -517,7 +542,9 @@ impl State {
             call.cancel();
         }
         self.mailbox.close();
-        self.steps.borrow_mut().clear();
+        for run in self.steps.borrow_mut().iter_mut() {
+            run.clear();
+        }
         let conns: Vec<Conn> = self.conns.borrow_mut().drain().map(|(_, c)| c).collect();
         for c in conns {
             c.handle.send(Cmd::Close(Some((1001, String::new()))));
@@ -666,6 +693,16 @@ impl Consumer<(u64, Event)> for Delivery {
         }
         drop(call);
     }
+    fn run_begin(&self) {
+        if let Some(st) = self.0.upgrade() {
+            st.steps.borrow_mut().push(VecDeque::new());
+        }
+    }
+    fn run_end(&self) {
+        if let Some(st) = self.0.upgrade() {
+            st.steps.borrow_mut().pop();
+        }
+    }
     fn batch_done(&self) {
         if let Some(st) = self.0.upgrade() {
             st.flush_corked();
@@ -713,7 +750,7 @@ pub fn init(interp: Interp) -> Result<(), TclError> {
             kinds: KIND_NAMES.iter().map(|k| Obj::string(k)).collect(),
             delivering: Cell::new(0),
             queueing: Cell::new(false),
-            steps: RefCell::new(VecDeque::new()),
+            steps: RefCell::new(Vec::new()),
             corked: RefCell::new(Vec::new()),
             idle_flush: RefCell::new(None),
             servers: RefCell::new(HashMap::new()),
