@@ -545,18 +545,29 @@ impl State {
         for run in self.steps.borrow_mut().iter_mut() {
             run.clear();
         }
+        // What handlers sent and is still corked goes out before the close.
         let conns: Vec<Conn> = self.conns.borrow_mut().drain().map(|(_, c)| c).collect();
-        for c in conns {
+        for mut c in conns {
+            Self::uncork(&mut c);
             c.handle.send(Cmd::Close(Some((1001, String::new()))));
             if let Some(h) = c.held {
                 h.release();
             }
         }
+        self.corked.borrow_mut().clear();
         self.names.borrow_mut().clear();
         self.servers.borrow_mut().clear();
         self.pending.borrow_mut().clear();
-        for b in self.bridges.borrow_mut().drain(..) {
-            b.close();
+        self.finish_bridges();
+    }
+
+    /// Closes the channels of the Tcl-channel transport once their close
+    /// frames are out (see `Bridge::finish`).
+    fn finish_bridges(&self) {
+        let bridges: Vec<_> = self.bridges.borrow_mut().drain(..).collect();
+        let deadline = std::time::Instant::now() + BRIDGE_CLOSE_WAIT;
+        for b in bridges {
+            b.finish(deadline);
         }
     }
 
@@ -717,6 +728,16 @@ impl Consumer<(u64, Event)> for Delivery {
     }
 }
 
+/// How long a teardown waits, at most, for the close handshakes of the
+/// connections carried through Tcl channels (the thread's event loop no
+/// longer runs to carry them).
+const BRIDGE_CLOSE_WAIT: Duration = Duration::from_millis(500);
+
+thread_local! {
+    /// This thread's interpreters' states, for `exit`.
+    static STATES: RefCell<Vec<Weak<State>>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Set once `exit` has begun: the process exit handler has closed every
 /// connection, and the thread exit handlers that run after it have nothing
 /// left to do.
@@ -724,7 +745,20 @@ static PROCESS_EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::Atomi
 
 fn process_exit() {
     PROCESS_EXITING.store(true, std::sync::atomic::Ordering::SeqCst);
-    if engine::conn::close_all() > 0 {
+    // `exit` runs in one thread; what its handlers sent and is still
+    // corked goes out before the close frames. (Other threads' handlers may
+    // be running: their state is theirs to touch.)
+    let states: Vec<Rc<State>> = STATES
+        .try_with(|s| s.borrow().iter().filter_map(Weak::upgrade).collect())
+        .unwrap_or_default();
+    for st in &states {
+        st.flush_corked();
+    }
+    let closing = engine::conn::close_all();
+    for st in &states {
+        st.finish_bridges();
+    }
+    if closing > 0 {
         // Let the writers put the close frames on the wire.
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -760,6 +794,11 @@ pub fn init(interp: Interp) -> Result<(), TclError> {
             shut: Cell::new(false),
             me: weak,
         }
+    });
+    let _ = STATES.try_with(|s| {
+        let mut s = s.borrow_mut();
+        s.retain(|w| w.strong_count() > 0);
+        s.push(Rc::downgrade(&state));
     });
     // A thread can end without deleting its interpreters (`thread::exit`
     // calls Tcl_ExitThread): its connections are closed (1001) then, as on

@@ -12,6 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::os::raw::{c_int, c_void};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// What the engine asks of the channel.
 pub enum Outbound {
@@ -72,6 +73,11 @@ impl Inner {
             if n > 0 {
                 self.input(Some(buf[..n as usize].to_vec()));
                 continue;
+            }
+            // SAFETY: live channel. A read that would block is no end (a
+            // stacked channel reports it as an error with EAGAIN).
+            if unsafe { ffi::ws_input_blocked(self.chan) } != 0 {
+                return;
             }
             // SAFETY: live channel.
             let eof = n < 0 || unsafe { ffi::ws_eof(self.chan) } != 0;
@@ -163,6 +169,27 @@ impl Bridge {
 
     pub fn is_closed(&self) -> bool {
         self.0.closed.get()
+    }
+
+    /// Closes the channel once the engine has put out what it owes the
+    /// peer (the close frame included) and the peer has answered, or at
+    /// `deadline`. For teardowns (exit, interpreter deletion, thread end)
+    /// after which this thread's event loop will not run again: the writes
+    /// and the peer's answer are moved here instead.
+    pub fn finish(&self, deadline: Instant) {
+        let inner = &self.0;
+        while !inner.closed.get() {
+            inner.readable();
+            let mailbox = inner.mailbox.borrow().clone();
+            if let Some(mb) = mailbox {
+                mb.deliver_now();
+            }
+            if inner.closed.get() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.close();
     }
 }
 

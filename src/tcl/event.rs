@@ -394,6 +394,32 @@ impl<T: Send + 'static> Mailbox<T> {
     pub fn is_closed(&self) -> bool {
         lock(&self.queue).closed
     }
+
+    /// Delivers the items queued now, outside the event loop, for a
+    /// teardown that cannot wait for it (calls the consumer queues are not
+    /// made). Owner thread only.
+    pub fn deliver_now(self: &Arc<Self>) {
+        if !self.on_owner_thread() {
+            return;
+        }
+        let Some(consumer) = self.consumer.0.borrow().as_ref().cloned() else {
+            return;
+        };
+        loop {
+            let item = {
+                let mut q = lock(&self.queue);
+                if q.closed {
+                    return;
+                }
+                q.items.pop_front()
+            };
+            match item {
+                Some(item) => consumer.deliver(item),
+                None => break,
+            }
+        }
+        consumer.batch_done();
+    }
 }
 
 impl<T: Send + 'static> Service for Mailbox<T> {

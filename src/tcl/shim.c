@@ -194,6 +194,7 @@ ptrdiff_t ws_input_buffered(Tcl_Channel chan) { return Tcl_InputBuffered(chan); 
 ptrdiff_t ws_read(Tcl_Channel chan, char *buf, ptrdiff_t n) { return Tcl_Read(chan, buf, (int)n); }
 ptrdiff_t ws_write(Tcl_Channel chan, const char *buf, ptrdiff_t n) { return Tcl_Write(chan, buf, (int)n); }
 int ws_eof(Tcl_Channel chan) { return Tcl_Eof(chan); }
+int ws_input_blocked(Tcl_Channel chan) { return Tcl_InputBlocked(chan); }
 void ws_register_channel(Tcl_Interp *interp, Tcl_Channel chan) { Tcl_RegisterChannel(interp, chan); }
 int ws_unregister_channel(Tcl_Interp *interp, Tcl_Channel chan) { return Tcl_UnregisterChannel(interp, chan); }
 void ws_create_channel_handler(Tcl_Channel chan, int mask, Tcl_ChannelProc *proc, void *cd) {
