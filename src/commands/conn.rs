@@ -14,6 +14,7 @@ use crate::tcl::{bridge, channel};
 use crate::tcl::{CmdResult, Interp, Obj, ObjRef, TclError};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 fn sock_addrs(fd: &std::os::fd::OwnedFd) -> (Option<SocketAddr>, Option<SocketAddr>) {
     match fd.try_clone() {
@@ -41,7 +42,7 @@ pub fn attach_socket(
     let mut conn = Conn::new(id, sock, handler, server, ConnState::Connected, handle);
     let opts = Options {
         role: if server { Role::Server } else { Role::Client },
-        keepalive: State::keepalive_of(conn.keepalive),
+        keepalive: keepalive_duration(conn.keepalive)?,
         ping_payload: Vec::new(),
     };
     let (_, kind) = channel::lookup(interp, sock)?;
@@ -289,7 +290,12 @@ pub fn find(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
 /// A positive byte count for `option`.
 fn byte_count(interp: Interp, v: ObjRef, option: &str) -> Result<usize, TclError> {
     match v.get_wide(Some(interp)) {
-        Some(n) if n > 0 => Ok(n as usize),
+        Some(n) if n > 0 => usize::try_from(n).map_err(|_| {
+            TclError::ws(
+                format!("{option} {n} is more bytes than this system can hold"),
+                &[],
+            )
+        }),
         Some(_) => Err(TclError::ws(
             format!("{option} must be a positive number of bytes"),
             &[],
@@ -298,7 +304,88 @@ fn byte_count(interp: Interp, v: ObjRef, option: &str) -> Result<usize, TclError
     }
 }
 
-/// `configure sock ?-keepalive secs? ?-ping text? ?-maxlength bytes?`
+/// The largest `-keepalive`, in seconds: tcllib schedules its pings with
+/// `after [expr {$keepalive*1000}]`, and `after` takes at most a Tcl wide
+/// integer (2^63-1) of milliseconds, so tcllib never accepted more. It is
+/// also far inside what the engine's millisecond timer can count.
+pub const MAX_KEEPALIVE_SECS: u64 = i64::MAX as u64 / 1000;
+
+/// What a `-keepalive` of `secs` seconds asks the engine for: None (no
+/// pings) for 0 or less, as tcllib sends none then (so a negative value,
+/// even -Inf, is 0); an error, rather than the panic of
+/// `Duration::from_secs_f64`, for NaN and for more than
+/// MAX_KEEPALIVE_SECS (Inf included). `State::keepalive_of` must only see
+/// values this accepted.
+pub fn keepalive_duration(secs: f64) -> Result<Option<Duration>, TclError> {
+    let bad = || {
+        TclError::ws(
+            format!("-keepalive must be a number of seconds up to {MAX_KEEPALIVE_SECS}"),
+            &[],
+        )
+    };
+    if secs.is_nan() {
+        return Err(bad());
+    }
+    if secs <= 0.0 {
+        return Ok(None);
+    }
+    if secs > MAX_KEEPALIVE_SECS as f64 {
+        return Err(bad());
+    }
+    Duration::try_from_secs_f64(secs)
+        .map(Some)
+        .map_err(|_| bad())
+}
+
+/// The longest `-ping` text: a ping is a control frame (RFC 6455 §5.5).
+const MAX_PING: usize = 125;
+
+/// What one `configure` call changes, every value already checked.
+#[derive(Default)]
+struct Changes {
+    /// Seconds as the script gave them (negative is 0) and what they mean.
+    keepalive: Option<(f64, Option<Duration>)>,
+    ping: Option<Vec<u8>>,
+    max_queue: Option<usize>,
+    max_message: Option<usize>,
+}
+
+/// Reads and checks every `-option value` pair of `configure`; the first
+/// bad one is the error. Nothing is applied here.
+fn parse_changes(interp: Interp, args: &[ObjRef]) -> Result<Changes, TclError> {
+    let mut ch = Changes::default();
+    let empty = Obj::string("");
+    // As tcllib's `foreach {k v} $args`: a last option without a value gets "".
+    for pair in args.chunks(2) {
+        let k = pair[0].to_string_lossy();
+        let v = pair.get(1).copied().unwrap_or_else(|| empty.borrow());
+        let bare = k.trim_start_matches('-').to_ascii_lowercase();
+        if bare.starts_with('k') {
+            let secs = v.get_double(Some(interp)).ok_or(TclError::InInterp)?;
+            let duration = keepalive_duration(secs)?;
+            ch.keepalive = Some((secs.max(0.0), duration));
+        } else if bare.starts_with('p') {
+            let text = v
+                .to_utf8()
+                .map(|b| b.into_owned())
+                .unwrap_or_else(|_| v.to_string_lossy().into_bytes());
+            if text.len() > MAX_PING {
+                return Err(TclError::ws("The -ping text cannot exceed 125 bytes", &[]));
+            }
+            ch.ping = Some(text);
+        } else if bare.starts_with("maxq") {
+            ch.max_queue = Some(byte_count(interp, v, "-maxqueue")?);
+        } else if bare.starts_with("maxl") {
+            ch.max_message = Some(byte_count(interp, v, "-maxlength")?);
+        } else {
+            return Err(TclError::ws(format!("{k} is not a recognised option"), &[]));
+        }
+    }
+    Ok(ch)
+}
+
+/// `configure sock ?-keepalive secs? ?-ping text? ?-maxlength bytes? ?-maxqueue bytes?`:
+/// every value is checked before any is applied, so an error changes nothing.
 pub fn configure(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     if objv.len() < 2 {
         return Err(wrong_args(objv, "sock ?arg ...?"));
@@ -308,41 +395,30 @@ pub fn configure(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let c = conns
         .get_mut(sock.as_str())
         .ok_or_else(|| State::not_a_websocket(&sock))?;
-    let args = &objv[2..];
-    let empty = Obj::string("");
-    let mut i = 0;
-    while i < args.len() {
-        let k = args[i].to_string_lossy();
-        let v = args.get(i + 1).copied().unwrap_or_else(|| empty.borrow());
-        i += 2;
-        let bare = k.trim_start_matches('-').to_ascii_lowercase();
-        if bare.starts_with('k') {
-            let secs = v.get_double(Some(interp)).ok_or(TclError::InInterp)?;
-            c.keepalive = secs.max(0.0);
-            c.handle.send(Cmd::Keepalive(
-                State::keepalive_of(c.keepalive),
-                c.ping.clone(),
-            ));
-        } else if bare.starts_with('p') {
-            c.ping = v
-                .to_utf8()
-                .map(|b| b.into_owned())
-                .unwrap_or_else(|_| v.to_string_lossy().into_bytes());
-            if c.ping.len() > 125 {
-                return Err(TclError::ws("The -ping text cannot exceed 125 bytes", &[]));
-            }
-            c.handle.send(Cmd::Keepalive(
-                State::keepalive_of(c.keepalive),
-                c.ping.clone(),
-            ));
-        } else if bare.starts_with("maxq") {
-            c.max_queue = byte_count(interp, v, "-maxqueue")?;
-        } else if bare.starts_with("maxl") {
-            c.max_message = byte_count(interp, v, "-maxlength")?;
-            c.handle.set_max_message(c.max_message);
-        } else {
-            return Err(TclError::ws(format!("{k} is not a recognised option"), &[]));
-        }
+    let ch = parse_changes(interp, &objv[2..])?;
+    // What the engine is told, worked out before anything changes.
+    let keepalive = match (&ch.keepalive, &ch.ping) {
+        (Some((_, duration)), _) => Some(*duration),
+        // The current value was checked when it was set (or is a default).
+        (None, Some(_)) => Some(keepalive_duration(c.keepalive)?),
+        (None, None) => None,
+    };
+    if let Some((secs, _)) = ch.keepalive {
+        c.keepalive = secs;
+    }
+    if let Some(text) = ch.ping {
+        c.ping = text;
+    }
+    if let Some(duration) = keepalive {
+        // One command for the pair, however many times they were given.
+        c.handle.send(Cmd::Keepalive(duration, c.ping.clone()));
+    }
+    if let Some(n) = ch.max_queue {
+        c.max_queue = n;
+    }
+    if let Some(n) = ch.max_message {
+        c.max_message = n;
+        c.handle.set_max_message(n);
     }
     Ok(None)
 }

@@ -97,8 +97,10 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     if opcode == frame::OP_CONTINUATION && !conn.outgoing.in_message() {
         return Err(TclError::ws("No message in progress to continue", &[]));
     }
-    let wire_opcode = conn
-        .outgoing
+    // Worked out on a copy: a send refused below (-maxqueue) must not leave
+    // a message begun or ended that the peer never saw.
+    let mut outgoing = conn.outgoing.clone();
+    let wire_opcode = outgoing
         .frame_opcode(opcode, fin, payload.len())
         .map_err(|e| TclError::ws(e.to_string(), &[]))?;
     let queued = conn.handle.queued();
@@ -111,8 +113,11 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
             &["QUEUE"],
         ));
     }
+    let refused = |e: crate::proto::writer::SendError| TclError::ws(e.to_string(), &[]);
     let n = if conn.server {
-        let (header, hlen) = frame::header(fin, wire_opcode, None, payload.len() as u64);
+        let (header, hlen) =
+            frame::header(fin, wire_opcode, None, payload.len() as u64).map_err(refused)?;
+        conn.outgoing = outgoing;
         if st.delivering() && payload.len() < CORK_MAX_FRAME {
             st.cork(conn, &header[..hlen], payload);
         } else {
@@ -126,7 +131,8 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         // A client masks (§5.3): the frame is a masked copy anyway.
         let mask = st.keys.borrow_mut().next_key();
         let mut out = Vec::with_capacity(payload.len() + frame::MAX_HEADER_LEN);
-        frame::encode_frame(&mut out, fin, wire_opcode, Some(mask), payload);
+        frame::encode_frame(&mut out, fin, wire_opcode, Some(mask), payload).map_err(refused)?;
+        conn.outgoing = outgoing;
         let n = out.len();
         if st.delivering() && payload.len() < CORK_MAX_FRAME {
             st.cork(conn, &out, &[]);

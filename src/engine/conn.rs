@@ -663,14 +663,16 @@ struct Writer<W> {
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
-    fn frame(&mut self, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    /// A control frame (close, ping, pong) to write; None if the encoder
+    /// refuses it (a payload over 125 bytes), which is then never sent.
+    fn frame(&mut self, opcode: u8, payload: &[u8]) -> Option<Vec<u8>> {
         let mask = match self.role {
             Role::Client => Some(self.keys.get_or_insert_with(MaskKeys::new).next_key()),
             Role::Server => None,
         };
         let mut out = Vec::with_capacity(payload.len() + frame::MAX_HEADER_LEN);
-        frame::encode_frame(&mut out, true, opcode, mask, payload);
-        out
+        frame::encode_frame(&mut out, true, opcode, mask, payload).ok()?;
+        Some(out)
     }
 
     /// Takes the socket from the owner's direct writes before we write.
@@ -754,7 +756,12 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             d.pending = true;
         }
         self.close_sent = true;
-        let f = self.frame(frame::OP_CLOSE, payload);
+        // Close payloads are built to fit (close::build_close_payload); one
+        // that did not would go as a close frame without a code.
+        let f = match self.frame(frame::OP_CLOSE, payload) {
+            Some(f) => f,
+            None => self.frame(frame::OP_CLOSE, &[]).unwrap_or_default(),
+        };
         self.write_one(f).await
     }
 
@@ -845,8 +852,11 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                                 let due = std::mem::take(&mut *self.shared.pong_due());
                                 if !due.is_empty() && !self.close_sent {
                                     self.claim();
-                                    let frames: Vec<Vec<u8>> =
-                                        due.iter().map(|p| self.frame(frame::OP_PONG, p)).collect();
+                                    // The reader takes no ping over 125 bytes.
+                                    let frames: Vec<Vec<u8>> = due
+                                        .iter()
+                                        .filter_map(|p| self.frame(frame::OP_PONG, p))
+                                        .collect();
                                     if self.write_bufs(&frames).await.is_err() {
                                         Self::abnormal(&sink, id);
                                         return;
@@ -885,9 +895,17 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                         let idle = clock().saturating_sub(self.shared.activity.load(Ordering::Relaxed));
                         if let Some(k) = self.keepalive {
                             if idle >= k.as_millis() as u64 && !self.close_sent {
+                                // `configure` takes no -ping text over 125
+                                // bytes, and the encoder refuses one: an
+                                // empty ping would go instead (never none,
+                                // or this timer would fire again at once).
+                                let ping = std::mem::take(&mut self.ping);
+                                let f = self
+                                    .frame(frame::OP_PING, &ping)
+                                    .or_else(|| self.frame(frame::OP_PING, &[]))
+                                    .unwrap_or_default();
+                                self.ping = ping;
                                 self.claim();
-                                let ping = self.ping.clone();
-                                let f = self.frame(frame::OP_PING, &ping);
                                 if self.write_one(f).await.is_err() {
                                     Self::abnormal(&sink, id);
                                     return;
@@ -977,5 +995,78 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoSink;
+    impl Sink for NoSink {
+        fn emit(&self, _: u64, _: Event) {}
+    }
+
+    /// Reads from `peer` until `buf` holds a whole frame; returns its
+    /// opcode and payload (the writer is a server: nothing is masked).
+    async fn next_frame(peer: &mut tokio::io::DuplexStream, buf: &mut Vec<u8>) -> (u8, Vec<u8>) {
+        loop {
+            if let Some((h, n)) = frame::parse_header(buf).unwrap() {
+                let end = n + h.payload_len as usize;
+                if buf.len() >= end {
+                    let payload = buf[n..end].to_vec();
+                    buf.drain(..end);
+                    return (h.opcode, payload);
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let read = tokio::time::timeout(Duration::from_secs(5), peer.read(&mut chunk));
+            let n = read.await.expect("a frame within 5 s").unwrap();
+            assert!(n > 0, "the connection ended");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// RFC 6455 §5.5: a keepalive ping never goes out over 125 bytes, even
+    /// with a longer ping text (from the start or set later): an empty ping
+    /// goes instead, and the keepalive goes on. A valid text is sent as is.
+    #[tokio::test]
+    async fn keepalive_ping_never_over_125_bytes() {
+        let id = u64::MAX - 4242;
+        let (handle, inbox) = channel(id, 1 << 20);
+        let (ours, mut peer) = tokio::io::duplex(1 << 16);
+        let setup = Setup {
+            buffered: Vec::new(),
+            preamble: Vec::new(),
+            opts: Options {
+                role: Role::Server,
+                keepalive: Some(Duration::from_millis(20)),
+                ping_payload: vec![b'p'; 126],
+            },
+            id,
+            sink: Arc::new(NoSink),
+            inbox,
+        };
+        let task = tokio::spawn(run_stream(ours, setup));
+        let mut buf = Vec::new();
+        assert_eq!(
+            next_frame(&mut peer, &mut buf).await,
+            (frame::OP_PING, Vec::new())
+        );
+        let keepalive = Some(Duration::from_millis(20));
+        assert!(handle.send(Cmd::Keepalive(keepalive, vec![b'q'; 200])));
+        assert!(handle.send(Cmd::Keepalive(keepalive, b"ok".to_vec())));
+        // Pings already on their way may be empty; then the new text.
+        loop {
+            let (op, payload) = next_frame(&mut peer, &mut buf).await;
+            assert_eq!(op, frame::OP_PING);
+            assert!(payload.len() <= 125);
+            if payload == b"ok" {
+                break;
+            }
+            assert!(payload.is_empty(), "{payload:?}");
+        }
+        task.abort();
+        drop(handle);
     }
 }

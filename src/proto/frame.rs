@@ -2,6 +2,7 @@
 
 use crate::proto::close::Violation;
 use crate::proto::mask::extend_masked;
+use crate::proto::writer::SendError;
 
 pub const OP_CONTINUATION: u8 = 0;
 pub const OP_TEXT: u8 = 1;
@@ -13,6 +14,23 @@ pub const OP_PONG: u8 = 10;
 /// Control frames have the most significant opcode bit set (RFC 6455 §5.5).
 pub fn is_control(opcode: u8) -> bool {
     opcode & 0x08 != 0
+}
+
+/// The largest payload of a control frame (RFC 6455 §5.5).
+pub const MAX_CONTROL_PAYLOAD: u64 = 125;
+
+/// RFC 6455 §5.5: a control frame is never fragmented and carries at most
+/// 125 bytes. Data frames pass.
+pub fn check_control(fin: bool, opcode: u8, payload_len: u64) -> Result<(), SendError> {
+    if is_control(opcode) {
+        if !fin {
+            return Err(SendError::FragmentedControl);
+        }
+        if payload_len > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlTooLong);
+        }
+    }
+    Ok(())
 }
 
 /// Max header size: 2 + 8 + 4 = 14.
@@ -32,13 +50,15 @@ pub fn header_len(masked: bool, payload_len: u64) -> usize {
 
 /// A frame header in a fixed buffer: the bytes and how many are used.
 /// Uses the 7/16/64-bit length forms minimally (§5.2); `mask` Some sets the
-/// MASK bit and appends the key.
+/// MASK bit and appends the key. A control frame §5.5 forbids (fragmented,
+/// or over 125 bytes) is refused, never encoded.
 pub fn header(
     fin: bool,
     opcode: u8,
     mask: Option<[u8; 4]>,
     payload_len: u64,
-) -> ([u8; MAX_HEADER_LEN], usize) {
+) -> Result<([u8; MAX_HEADER_LEN], usize), SendError> {
+    check_control(fin, opcode, payload_len)?;
     let mut h = [0u8; MAX_HEADER_LEN];
     h[0] = if fin { 0x80 } else { 0 } | (opcode & 0x0f);
     let mbit = if mask.is_some() { 0x80 } else { 0 };
@@ -58,36 +78,41 @@ pub fn header(
         h[n..n + 4].copy_from_slice(&k);
         n += 4;
     }
-    (h, n)
+    Ok((h, n))
 }
 
-/// Append a frame header to `out` (see `header`).
+/// Append a frame header to `out` (see `header`); `out` is unchanged if it
+/// is refused.
 pub fn encode_header(
     out: &mut Vec<u8>,
     fin: bool,
     opcode: u8,
     mask: Option<[u8; 4]>,
     payload_len: u64,
-) {
-    let (h, n) = header(fin, opcode, mask, payload_len);
+) -> Result<(), SendError> {
+    let (h, n) = header(fin, opcode, mask, payload_len)?;
     out.extend_from_slice(&h[..n]);
+    Ok(())
 }
 
 /// Append header + payload (masked when `mask` is Some) to `out`; the payload
-/// is copied once (masked while copying).
+/// is copied once (masked while copying). A control frame §5.5 forbids is
+/// refused and `out` left unchanged.
 pub fn encode_frame(
     out: &mut Vec<u8>,
     fin: bool,
     opcode: u8,
     mask: Option<[u8; 4]>,
     payload: &[u8],
-) {
-    out.reserve(header_len(mask.is_some(), payload.len() as u64) + payload.len());
-    encode_header(out, fin, opcode, mask, payload.len() as u64);
+) -> Result<(), SendError> {
+    let (h, n) = header(fin, opcode, mask, payload.len() as u64)?;
+    out.reserve(n + payload.len());
+    out.extend_from_slice(&h[..n]);
     match mask {
         None => out.extend_from_slice(payload),
         Some(k) => extend_masked(out, payload, k, 0),
     }
+    Ok(())
 }
 
 /// A decoded frame header.
@@ -164,7 +189,7 @@ mod tests {
     #[test]
     fn rfc_unmasked_hello() {
         let mut v = Vec::new();
-        encode_frame(&mut v, true, OP_TEXT, None, b"Hello");
+        encode_frame(&mut v, true, OP_TEXT, None, b"Hello").unwrap();
         assert_eq!(v, [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
         let (h, n) = parse_header(&v).unwrap().unwrap();
         assert_eq!(n, 2);
@@ -184,7 +209,7 @@ mod tests {
     #[test]
     fn rfc_masked_hello() {
         let mut v = Vec::new();
-        encode_frame(&mut v, true, OP_TEXT, Some(KEY), b"Hello");
+        encode_frame(&mut v, true, OP_TEXT, Some(KEY), b"Hello").unwrap();
         assert_eq!(
             v,
             [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
@@ -199,10 +224,10 @@ mod tests {
     #[test]
     fn rfc_fragmented() {
         let mut v = Vec::new();
-        encode_frame(&mut v, false, OP_TEXT, None, b"Hel");
+        encode_frame(&mut v, false, OP_TEXT, None, b"Hel").unwrap();
         assert_eq!(v, [0x01, 0x03, 0x48, 0x65, 0x6c]);
         v.clear();
-        encode_frame(&mut v, true, OP_CONTINUATION, None, b"lo");
+        encode_frame(&mut v, true, OP_CONTINUATION, None, b"lo").unwrap();
         assert_eq!(v, [0x80, 0x02, 0x6c, 0x6f]);
         let (h, _) = parse_header(&v).unwrap().unwrap();
         assert!(h.fin);
@@ -213,10 +238,10 @@ mod tests {
     #[test]
     fn rfc_ping_pong() {
         let mut v = Vec::new();
-        encode_frame(&mut v, true, OP_PING, None, b"Hello");
+        encode_frame(&mut v, true, OP_PING, None, b"Hello").unwrap();
         assert_eq!(v, [0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
         v.clear();
-        encode_frame(&mut v, true, OP_PONG, Some(KEY), b"Hello");
+        encode_frame(&mut v, true, OP_PONG, Some(KEY), b"Hello").unwrap();
         assert_eq!(
             v,
             [0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
@@ -228,11 +253,11 @@ mod tests {
     #[test]
     fn rfc_length_forms() {
         let mut v = Vec::new();
-        encode_header(&mut v, true, OP_BINARY, None, 256);
+        encode_header(&mut v, true, OP_BINARY, None, 256).unwrap();
         assert_eq!(v, [0x82, 0x7e, 0x01, 0x00]);
         assert_eq!(parse_header(&v).unwrap().unwrap().0.payload_len, 256);
         v.clear();
-        encode_header(&mut v, true, OP_BINARY, None, 65536);
+        encode_header(&mut v, true, OP_BINARY, None, 65536).unwrap();
         assert_eq!(
             v,
             [0x82, 0x7f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00]
@@ -249,7 +274,7 @@ mod tests {
         ] {
             for mask in [None, Some(KEY)] {
                 v.clear();
-                encode_header(&mut v, false, OP_BINARY, mask, len);
+                encode_header(&mut v, false, OP_BINARY, mask, len).unwrap();
                 let extra = if mask.is_some() { 4 } else { 0 };
                 assert_eq!(v.len(), hl + extra);
                 assert_eq!(header_len(mask.is_some(), len), hl + extra);
@@ -293,6 +318,55 @@ mod tests {
         assert!(!h.fin);
         let (h, _) = parse_header(&[0xc2, 0x00]).unwrap().unwrap();
         assert_eq!(h.rsv, 4);
+    }
+
+    /// RFC 6455 §5.5: the encoder refuses a control frame over 125 bytes
+    /// or fragmented (close, ping, pong and the reserved control opcodes),
+    /// leaving the output as it was; 125 bytes and data frames of any size
+    /// are encoded.
+    #[test]
+    fn control_frame_limits_enforced() {
+        for op in [OP_CLOSE, OP_PING, OP_PONG, 0x0b, 0x0f] {
+            for mask in [None, Some(KEY)] {
+                let mut v = b"before".to_vec();
+                for len in [126usize, 127, 200, 0xffff, 0x10000] {
+                    let big = vec![b'x'; len];
+                    assert_eq!(
+                        encode_frame(&mut v, true, op, mask, &big),
+                        Err(SendError::ControlTooLong),
+                        "op {op} len {len}"
+                    );
+                    assert_eq!(
+                        encode_header(&mut v, true, op, mask, len as u64),
+                        Err(SendError::ControlTooLong)
+                    );
+                    assert_eq!(
+                        header(true, op, mask, len as u64),
+                        Err(SendError::ControlTooLong)
+                    );
+                }
+                assert_eq!(
+                    header(true, op, mask, u64::MAX >> 1),
+                    Err(SendError::ControlTooLong)
+                );
+                assert_eq!(
+                    encode_frame(&mut v, false, op, mask, b"x"),
+                    Err(SendError::FragmentedControl)
+                );
+                assert_eq!(v, b"before", "refused frames leave the output alone");
+                let p = vec![b'y'; 125];
+                encode_frame(&mut v, true, op, mask, &p).unwrap();
+                let (h, n) = parse_header(&v[6..]).unwrap().unwrap();
+                assert_eq!((h.opcode, h.payload_len, h.fin), (op, 125, true));
+                assert_eq!(v.len(), 6 + n + 125);
+            }
+        }
+        for op in [OP_CONTINUATION, OP_TEXT, OP_BINARY] {
+            let mut v = Vec::new();
+            encode_frame(&mut v, false, op, None, &[0u8; 126]).unwrap();
+            assert_eq!(v.len(), 4 + 126);
+            assert!(header(false, op, Some(KEY), u64::MAX >> 1).is_ok());
+        }
     }
 
     /// RFC 6455 §5.5: opcodes 0x8-0xF are control frames.

@@ -1,11 +1,11 @@
 //! Outgoing-side rules: fragmentation state of data messages (RFC 6455 §5.4)
 //! and control frame constraints (§5.5).
 
-use crate::proto::frame::{is_control, OP_CONTINUATION};
+use crate::proto::frame::{check_control, is_control, OP_CONTINUATION};
 
 /// Tracks the fragmentation state of outgoing data messages (tcllib
 /// semantics, but control frames may be interleaved, as §5.4 allows).
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone)]
 pub struct OutgoingState {
     /// Opcode of the data message in progress, if any.
     current: Option<u8>,
@@ -54,12 +54,7 @@ impl OutgoingState {
         payload_len: usize,
     ) -> Result<u8, SendError> {
         if is_control(opcode) {
-            if !fin {
-                return Err(SendError::FragmentedControl);
-            }
-            if payload_len > 125 {
-                return Err(SendError::ControlTooLong);
-            }
+            check_control(fin, opcode, payload_len as u64)?;
             return Ok(opcode);
         }
         let wire = match (self.current, opcode) {
