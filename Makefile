@@ -35,7 +35,7 @@ install: build
 	install -m 0755 $(LIB) $(PKGDIR)/libwebsocket.so
 	printf '%s\n' \
 	  'if {![package vsatisfies [package provide Tcl] 8.6]} {return}' \
-	  'package ifneeded websocket $(VERSION) [list load [file join $$dir libwebsocket.so] Websocket]' \
+	  'package ifneeded websocket $(VERSION) "[list load [file join $$dir libwebsocket.so] Websocket]; [list if {[package provide websocket] eq ""} {interp invokehidden {} websocket_reinit}]"' \
 	  > $(PKGDIR)/pkgIndex.tcl
 
 uninstall:

@@ -314,8 +314,7 @@ pub const MAX_KEEPALIVE_SECS: u64 = i64::MAX as u64 / 1000;
 /// pings) for 0 or less, as tcllib sends none then (so a negative value,
 /// even -Inf, is 0); an error, rather than the panic of
 /// `Duration::from_secs_f64`, for NaN and for more than
-/// MAX_KEEPALIVE_SECS (Inf included). `State::keepalive_of` must only see
-/// values this accepted.
+/// MAX_KEEPALIVE_SECS (Inf included).
 pub fn keepalive_duration(secs: f64) -> Result<Option<Duration>, TclError> {
     let bad = || {
         TclError::ws(

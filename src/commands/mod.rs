@@ -570,11 +570,6 @@ impl State {
             b.finish(deadline);
         }
     }
-
-    /// Keepalive setting for the engine.
-    pub fn keepalive_of(secs: f64) -> Option<Duration> {
-        (secs > 0.0).then(|| Duration::from_secs_f64(secs))
-    }
 }
 
 /// `wrong # args` in the format Tcl uses for procs.
@@ -733,11 +728,6 @@ impl Consumer<(u64, Event)> for Delivery {
 /// longer runs to carry them).
 const BRIDGE_CLOSE_WAIT: Duration = Duration::from_millis(500);
 
-thread_local! {
-    /// This thread's interpreters' states, for `exit`.
-    static STATES: RefCell<Vec<Weak<State>>> = const { RefCell::new(Vec::new()) };
-}
-
 /// Set once `exit` has begun: the process exit handler has closed every
 /// connection, and the thread exit handlers that run after it have nothing
 /// left to do.
@@ -748,8 +738,8 @@ fn process_exit() {
     // `exit` runs in one thread; what its handlers sent and is still
     // corked goes out before the close frames. (Other threads' handlers may
     // be running: their state is theirs to touch.)
-    let states: Vec<Rc<State>> = STATES
-        .try_with(|s| s.borrow().iter().filter_map(Weak::upgrade).collect())
+    let states: Vec<Rc<State>> = LOADED
+        .try_with(|l| l.borrow().iter().filter_map(|(_, w)| w.upgrade()).collect())
         .unwrap_or_default();
     for st in &states {
         st.flush_corked();
@@ -766,12 +756,32 @@ fn process_exit() {
 }
 
 /// Sets up the package in `interp`: state, commands, `package provide`.
+///
+/// Reloading. Tcl's `load` of a library already loaded into the interpreter
+/// returns without calling `Websocket_Init`, so after `package forget
+/// websocket` (or `namespace delete ::websocket`) the ifneeded script's `load`
+/// alone would provide nothing. Init therefore also creates the hidden
+/// command [`REINIT`], which pkgIndex.tcl's ifneeded script runs when `load`
+/// left the package unprovided: it re-creates the `::websocket::*` commands,
+/// bound to the interpreter's one `State`, and provides the package again.
+/// Connections of that interpreter live on through a reload: `namespace
+/// delete ::websocket` drops only the commands (handlers keep being called),
+/// and `package require websocket` gives them back, working on the same
+/// sockets. The State, its interpreter-deletion cleanup (run once) and the
+/// hidden command are made once per interpreter, never per reload.
 pub fn init(interp: Interp) -> Result<(), TclError> {
     static PROCESS: Once = Once::new();
     PROCESS.call_once(|| {
         crate::sys::raise_fd_limit();
         crate::tcl::callback::at_exit(process_exit);
     });
+
+    // Init again for an interpreter that has a State (Tcl calls it once per
+    // interpreter and library file; the same library under another path
+    // would call it twice): that State, never a second one.
+    if let Some(state) = loaded_state(interp) {
+        return bind(&state);
+    }
 
     let state = Rc::new_cyclic(|weak: &Weak<State>| {
         let weak = weak.clone();
@@ -795,11 +805,9 @@ pub fn init(interp: Interp) -> Result<(), TclError> {
             me: weak,
         }
     });
-    let _ = STATES.try_with(|s| {
-        let mut s = s.borrow_mut();
-        s.retain(|w| w.strong_count() > 0);
-        s.push(Rc::downgrade(&state));
-    });
+    // First, as the one step that may fail: nothing else is registered yet.
+    interp.create_hidden_command(REINIT, state.clone(), reinit)?;
+    LOADED.with(|l| l.borrow_mut().push((interp, Rc::downgrade(&state))));
     // A thread can end without deleting its interpreters (`thread::exit`
     // calls Tcl_ExitThread): its connections are closed (1001) then, as on
     // interpreter deletion, instead of living on with nobody to hear them.
@@ -815,36 +823,115 @@ pub fn init(interp: Interp) -> Result<(), TclError> {
     crate::tcl::callback::on_delete(
         interp,
         Box::new(move || {
+            let _ = LOADED.try_with(|l| l.borrow_mut().retain(|(i, _)| *i != interp));
             owned.shutdown();
             thread_exit.cancel();
         }),
     );
+    bind(&state)
+}
 
-    type F = fn(&State, Interp, &[ObjRef]) -> crate::tcl::CmdResult;
-    let commands: &[(&str, F)] = &[
-        ("open", open::open),
-        ("send", send::send),
-        ("close", conn::close),
-        ("takeover", conn::takeover),
-        ("conninfo", conn::conninfo),
-        ("find", conn::find),
-        ("configure", conn::configure),
-        ("loglevel", conn::loglevel),
-        ("server", server::server),
-        ("live", server::live),
-        ("test", server::test),
-        ("upgrade", server::upgrade),
-        ("validate", server::validate),
-        ("sec-websocket-accept", server::sec_websocket_accept),
-    ];
-    for (name, f) in commands {
-        interp.create_command(&format!("::websocket::{name}"), state.clone(), *f);
+/// The hidden command (`interp invokehidden {} websocket_reinit`) that
+/// re-creates the commands and provides the package in an interpreter that
+/// loaded the library before (see [`init`]).
+pub const REINIT: &str = "websocket_reinit";
+
+thread_local! {
+    /// The State of each interpreter of this thread that loaded the package,
+    /// until the interpreter is deleted.
+    static LOADED: RefCell<Vec<(Interp, Weak<State>)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn loaded_state(interp: Interp) -> Option<Rc<State>> {
+    LOADED.with(|l| {
+        l.borrow()
+            .iter()
+            .find(|(i, _)| *i == interp)
+            .and_then(|(_, w)| w.upgrade())
+    })
+}
+
+type CommandFn = fn(&State, Interp, &[ObjRef]) -> crate::tcl::CmdResult;
+
+const COMMANDS: &[(&str, CommandFn)] = &[
+    ("open", open::open),
+    ("send", send::send),
+    ("close", conn::close),
+    ("takeover", conn::takeover),
+    ("conninfo", conn::conninfo),
+    ("find", conn::find),
+    ("configure", conn::configure),
+    ("loglevel", conn::loglevel),
+    ("server", server::server),
+    ("live", server::live),
+    ("test", server::test),
+    ("upgrade", server::upgrade),
+    ("validate", server::validate),
+    ("sec-websocket-accept", server::sec_websocket_accept),
+];
+
+/// Creates the `::websocket::*` commands (replacing any of those names, as
+/// re-sourcing a Tcl package redefines its procs) bound to `state`, and
+/// provides the package.
+fn bind(state: &Rc<State>) -> Result<(), TclError> {
+    let interp = state.interp;
+    for (name, f) in COMMANDS {
+        interp.create_command_watched(
+            &format!("::websocket::{name}"),
+            state.clone(),
+            *f,
+            command_deleted,
+        );
     }
     if !interp.pkg_provide("websocket", crate::VERSION) {
         return Err(TclError::InInterp);
     }
     Ok(())
 }
+
+/// `websocket_reinit`, hidden: see [`init`].
+fn reinit(state: &State, _interp: Interp, args: &[ObjRef]) -> crate::tcl::CmdResult {
+    if args.len() != 1 {
+        return Err(TclError::plain(format!(
+            "wrong # args: should be \"{REINIT}\""
+        )));
+    }
+    // The hidden command holds the State, so it is alive.
+    let Some(state) = state.me.upgrade() else {
+        return Err(TclError::plain("websocket: the package's state is gone"));
+    };
+    bind(&state)?;
+    Ok(None)
+}
+
+/// A `::websocket::*` command was deleted. If that is `namespace delete
+/// ::websocket` (the interpreter stays), the package goes with its commands:
+/// it is no longer provided (its ifneeded scripts stay known), so that a
+/// later `package require websocket` loads it again (through [`REINIT`])
+/// instead of answering with the version of a package whose commands are
+/// gone. `namespace exists` is false from the moment the namespace starts
+/// dying, which is when its commands are deleted.
+fn command_deleted(state: &State) {
+    let interp = state.interp;
+    if !interp.is_deleted() {
+        interp.eval_keep_state(UNPROVIDE_IF_NAMESPACE_GONE);
+    }
+}
+
+/// `package forget websocket` keeping the ifneeded scripts, once the
+/// namespace is gone.
+const UNPROVIDE_IF_NAMESPACE_GONE: &str = r#"
+    if {![::namespace exists ::websocket] && [::package provide websocket] ne ""} {
+        ::apply {{} {
+            set known {}
+            foreach v [::package versions websocket] {
+                lappend known $v [::package ifneeded websocket $v]
+            }
+            ::package forget websocket
+            foreach {v script} $known {::package ifneeded websocket $v $script}
+        }}
+    }
+"#;
 
 #[cfg(test)]
 mod tests {

@@ -128,4 +128,13 @@ extern "C" {
     pub fn ws_free_block(block: *mut c_void);
     pub fn ws_do_when_idle(proc_: ExitProc, cd: *mut c_void);
     pub fn ws_cancel_idle(proc_: ExitProc, cd: *mut c_void);
+
+    pub fn ws_create_hidden_command(
+        interp: *mut Tcl_Interp,
+        hidden: *const c_char,
+        proc_: ObjCmdProc,
+        cd: *mut c_void,
+        del: Option<CmdDeleteProc>,
+    ) -> c_int;
+    pub fn ws_eval_keep_state(interp: *mut Tcl_Interp, script: *const c_char) -> c_int;
 }

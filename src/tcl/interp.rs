@@ -164,7 +164,29 @@ impl Interp {
         data: std::rc::Rc<T>,
         f: fn(&T, Interp, &[ObjRef]) -> CmdResult,
     ) {
-        let boxed = Box::new(CommandData { data, f });
+        self.create_command_inner(name, data, f, None);
+    }
+
+    /// As `create_command`; `deleted` runs with `data` when Tcl deletes the
+    /// command (renamed to "", replaced, its namespace or interpreter deleted).
+    pub fn create_command_watched<T: 'static>(
+        &self,
+        name: &str,
+        data: std::rc::Rc<T>,
+        f: fn(&T, Interp, &[ObjRef]) -> CmdResult,
+        deleted: fn(&T),
+    ) {
+        self.create_command_inner(name, data, f, Some(deleted));
+    }
+
+    fn create_command_inner<T: 'static>(
+        &self,
+        name: &str,
+        data: std::rc::Rc<T>,
+        f: fn(&T, Interp, &[ObjRef]) -> CmdResult,
+        deleted: Option<fn(&T)>,
+    ) {
+        let boxed = Box::new(CommandData { data, f, deleted });
         let n = CString::new(name).expect("no NUL");
         // SAFETY: the box is freed by delete_command when Tcl deletes the command.
         unsafe {
@@ -176,6 +198,48 @@ impl Interp {
                 Some(delete_command::<T>),
             );
         }
+    }
+
+    /// Registers `f` as the hidden command `hidden` (`interp invokehidden`):
+    /// in no namespace, so `namespace delete` leaves it; deleted with the
+    /// interpreter. Fails if it cannot be hidden (say, a hidden command of
+    /// that name exists); `data` is then dropped.
+    pub fn create_hidden_command<T: 'static>(
+        &self,
+        hidden: &str,
+        data: std::rc::Rc<T>,
+        f: fn(&T, Interp, &[ObjRef]) -> CmdResult,
+    ) -> Result<(), TclError> {
+        let boxed = Box::new(CommandData {
+            data,
+            f,
+            deleted: None,
+        });
+        let n = CString::new(hidden).expect("no NUL");
+        // SAFETY: the box is freed by delete_command when Tcl deletes the
+        // command, which the shim does itself if hiding fails.
+        let r = unsafe {
+            ffi::ws_create_hidden_command(
+                self.0,
+                n.as_ptr(),
+                run_command::<T>,
+                Box::into_raw(boxed) as *mut c_void,
+                Some(delete_command::<T>),
+            )
+        };
+        if r == ffi::TCL_OK {
+            Ok(())
+        } else {
+            Err(TclError::InInterp)
+        }
+    }
+
+    /// Evaluates `script` at global level, leaving the interpreter's result
+    /// and error state as they were; true if it returned TCL_OK.
+    pub fn eval_keep_state(&self, script: &str) -> bool {
+        let s = CString::new(script).expect("no NUL");
+        // SAFETY: live interp, valid C string.
+        unsafe { ffi::ws_eval_keep_state(self.0, s.as_ptr()) == ffi::TCL_OK }
     }
 
     /// A global variable's value, if set.
@@ -196,6 +260,7 @@ impl Interp {
 struct CommandData<T> {
     data: std::rc::Rc<T>,
     f: fn(&T, Interp, &[ObjRef]) -> CmdResult,
+    deleted: Option<fn(&T)>,
 }
 
 unsafe extern "C" fn run_command<T: 'static>(
@@ -233,7 +298,10 @@ unsafe extern "C" fn run_command<T: 'static>(
 unsafe extern "C" fn delete_command<T: 'static>(cd: *mut c_void) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: created by create_command, deleted once by Tcl.
-        drop(Box::from_raw(cd as *mut CommandData<T>));
+        let cmd = Box::from_raw(cd as *mut CommandData<T>);
+        if let Some(deleted) = cmd.deleted {
+            deleted(&cmd.data);
+        }
     }));
 }
 

@@ -258,3 +258,44 @@ void *ws_tcp_detach_state(Tcl_Channel chan, size_t fd_offset) {
 }
 
 void ws_free_block(void *block) { ckfree((char *)block); }
+
+/* ---- interpreters: reloading the package (see commands::init) ---- */
+
+/* Creates `hidden` as a hidden command of `interp` (run by `interp
+ * invokehidden`, listed by `interp hidden`, in no namespace, so `namespace
+ * delete` leaves it). Tcl hides only global commands, so the command is made
+ * under a free global name first. TCL_ERROR (message in the interpreter, the
+ * command and `cd` deleted through `del`) if it cannot be hidden, as when a
+ * hidden command of that name exists. */
+int ws_create_hidden_command(Tcl_Interp *interp, const char *hidden, Tcl_ObjCmdProc *proc, void *cd,
+                             Tcl_CmdDeleteProc *del) {
+    Tcl_CmdInfo info;
+    Tcl_Obj *obj = NULL;
+    const char *name;
+    int n = 0, code;
+    do {
+        if (obj != NULL) Tcl_DecrRefCount(obj);
+        obj = Tcl_ObjPrintf("::websocket_hide_%d", n++);
+        Tcl_IncrRefCount(obj);
+        name = Tcl_GetString(obj);
+    } while (Tcl_GetCommandInfo(interp, name, &info));
+    Tcl_CreateObjCommand(interp, name, proc, cd, del);
+    code = Tcl_HideCommand(interp, name + 2, hidden);
+    if (code != TCL_OK) Tcl_DeleteCommand(interp, name);
+    Tcl_DecrRefCount(obj);
+    return code;
+}
+
+/* Evaluates `script` at global level, leaving the interpreter's result and
+ * error state as they were (for scripts run while Tcl deletes a command).
+ * Returns the script's completion code. */
+int ws_eval_keep_state(Tcl_Interp *interp, const char *script) {
+    Tcl_InterpState saved = Tcl_SaveInterpState(interp, TCL_OK);
+    Tcl_Obj *obj = Tcl_NewStringObj(script, -1);
+    int code;
+    Tcl_IncrRefCount(obj);
+    code = Tcl_EvalObjEx(interp, obj, TCL_EVAL_GLOBAL);
+    Tcl_DecrRefCount(obj);
+    (void)Tcl_RestoreInterpState(interp, saved);
+    return code;
+}
