@@ -7,8 +7,8 @@
 //! queued Tcl events when Tcl looks at its event sources, as Tcl's own file
 //! events are made, and each such event delivers items in order in a run.
 //!
-//! Fairness: a run ends after `BATCH` items or once the thread has spent
-//! `RUN_BUDGET` without Tcl looking at its event sources; the rest waits on
+//! Fairness: a run ends once the thread has spent `RUN_BUDGET` without Tcl
+//! looking at its event sources; the rest waits on
 //! the ready list, not in Tcl's event queue. So the queue empties after
 //! every run and Tcl looks at its timers, file events and other sources
 //! before the mailbox is served again, however deep the backlog. A handler
@@ -37,7 +37,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-/// Items delivered per Tcl event before yielding to the rest of the event loop.
+/// Items delivered between flushes of what their handlers sent
+/// (`Consumer::batch_done`); a run that delivered this many does not wait
+/// for more.
 const BATCH: usize = 512;
 
 /// The id of the thread an interpreter runs in.
@@ -102,6 +104,51 @@ thread_local! {
     /// by the event source's setup procedure.
     static BURST_START: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
     static SOURCE_CREATED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Since when our idle probe has been pending (`idle_probe`).
+    static IDLE_PROBE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    /// The setup procedure held the ready mailboxes back this time round.
+    static HELD_BACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Idle callbacks run only when a turn of Tcl's event loop finds no event
+/// to serve, which a backlog never allows: after a run leaves items
+/// behind, a probe is registered for idle time, and once it has waited
+/// this long the ready mailboxes are held back for one turn, so that the
+/// script's idle callbacks (registered before the probe) run.
+const IDLE_WAIT: Duration = Duration::from_millis(5);
+
+/// A loop that never serves idle callbacks (`Tcl_DoOneEvent` without
+/// TCL_IDLE_EVENTS, over and over) must not stop the mailboxes: past this
+/// the probe no longer holds them back.
+const IDLE_HOLD_MAX: Duration = Duration::from_millis(50);
+
+extern "C" fn idle_probe(_cd: *mut c_void) {
+    let _ = IDLE_PROBE.try_with(|p| p.set(None));
+}
+
+/// Registers the idle probe unless it is pending.
+fn ensure_idle_probe() {
+    let _ = IDLE_PROBE.try_with(|p| {
+        if p.get().is_none() {
+            p.set(Some(Instant::now()));
+            // SAFETY: a plain function, no client data; Tcl drops it with
+            // the thread.
+            unsafe { ffi::ws_do_when_idle(idle_probe, std::ptr::null_mut()) };
+        }
+    });
+}
+
+/// True if the ready mailboxes must wait this turn for idle callbacks.
+fn hold_for_idle(flags: c_int) -> bool {
+    if flags & ffi::TCL_IDLE_EVENTS == 0 {
+        return false;
+    }
+    let waited = IDLE_PROBE
+        .try_with(|p| p.get())
+        .ok()
+        .flatten()
+        .map(|since| since.elapsed());
+    matches!(waited, Some(w) if w >= IDLE_WAIT && w < IDLE_HOLD_MAX)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -121,6 +168,9 @@ extern "C" fn websocket_sources_setup(flags: c_int) -> c_int {
         if flags & ffi::TCL_FILE_EVENTS == 0 {
             return 0;
         }
+        // Tcl polls (block time 0) while an idle callback is pending.
+        let hold = hold_for_idle(flags);
+        let _ = HELD_BACK.try_with(|h| h.set(hold));
         // A nested event loop inside a handler: the runs it interrupts
         // leave their items to it.
         let runs = ACTIVE_RUNS
@@ -136,7 +186,7 @@ extern "C" fn websocket_sources_setup(flags: c_int) -> c_int {
             .try_with(|t| {
                 let mut ready = lock(&t.ready);
                 ready.waiting = true;
-                !ready.ids.is_empty() as c_int
+                (!hold && !ready.ids.is_empty()) as c_int
             })
             .unwrap_or(0)
     }) {
@@ -153,10 +203,14 @@ extern "C" fn websocket_sources_setup(flags: c_int) -> c_int {
 #[no_mangle]
 extern "C" fn websocket_sources_check() {
     if let Err(p) = catch_unwind(|| {
+        let hold = HELD_BACK.try_with(|h| h.replace(false)).unwrap_or(false);
         let ready = THREAD_SHARED
             .try_with(|t| {
                 let mut ready = lock(&t.ready);
                 ready.waiting = false;
+                if hold {
+                    return Vec::new();
+                }
                 std::mem::take(&mut ready.ids)
             })
             .unwrap_or_default();
@@ -509,9 +563,10 @@ const MAX_SPIN_US: u64 = 10_000;
 const BURST_BUDGET: Duration = Duration::from_millis(1);
 
 /// A run with items left ends once the thread's burst is this old, so that
-/// a backlog whose handlers do real work leaves Tcl's timers and file
-/// events late by about this much at most (`BATCH` bounds it for cheap
-/// handlers).
+/// a backlog leaves Tcl's timers and file events late by about this much
+/// at most. Each end costs a poll of the event sources (with Tcl 8.6's
+/// threaded notifier, a round trip through its notifier thread), so runs
+/// are bounded by time, not by a count of cheap messages.
 const RUN_BUDGET: Duration = Duration::from_millis(2);
 
 /// Most runs skipped after waits that found nothing (a power of two).
@@ -585,6 +640,8 @@ impl<T: Send + 'static> MailboxRun<T> {
             mb.retract(&mut q);
         } else {
             mb.announce(&mut q);
+            drop(q);
+            ensure_idle_probe();
         }
     }
 }
@@ -598,8 +655,10 @@ impl<T: Send + 'static> Run for MailboxRun<T> {
             if self.over {
                 return None;
             }
-            if self.delivered == BATCH || (self.delivered > 0 && self.burst.elapsed() > RUN_BUDGET)
-            {
+            if self.delivered > 0 && self.delivered % BATCH == 0 {
+                self.consumer.batch_done();
+            }
+            if self.delivered > 0 && self.burst.elapsed() > RUN_BUDGET {
                 self.consumer.batch_done();
                 self.end();
                 continue;

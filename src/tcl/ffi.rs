@@ -18,6 +18,7 @@ pub const TCL_OK: c_int = 0;
 pub const TCL_ERROR: c_int = 1;
 pub const TCL_FILE_EVENTS: c_int = 1 << 3;
 pub const TCL_TIMER_EVENTS: c_int = 1 << 4;
+pub const TCL_IDLE_EVENTS: c_int = 1 << 5;
 pub const TCL_READABLE: c_int = 1 << 1;
 
 pub type ObjCmdProc = unsafe extern "C" fn(
