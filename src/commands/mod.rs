@@ -533,8 +533,10 @@ impl State {
         self.forget_after(name);
     }
 
-    /// Ends everything this interpreter owns (interpreter deletion, thread exit).
-    fn shutdown(&self) {
+    /// Ends everything this interpreter owns: at interpreter deletion, or
+    /// at thread exit (`thread_ending`: this thread's event loop will not
+    /// run again).
+    fn shutdown(&self, thread_ending: bool) {
         if self.shut.replace(true) {
             return;
         }
@@ -558,14 +560,19 @@ impl State {
         self.names.borrow_mut().clear();
         self.servers.borrow_mut().clear();
         self.pending.borrow_mut().clear();
-        self.finish_bridges();
+        if thread_ending {
+            self.finish_bridges();
+        } else {
+            let bridges: Vec<_> = self.bridges.borrow_mut().drain(..).collect();
+            adopt_orphans(bridges);
+        }
     }
 
     /// Closes the channels of the Tcl-channel transport once their close
     /// frames are out (see `Bridge::finish`).
     fn finish_bridges(&self) {
         let bridges: Vec<_> = self.bridges.borrow_mut().drain(..).collect();
-        let deadline = std::time::Instant::now() + BRIDGE_CLOSE_WAIT;
+        let deadline = teardown_deadline();
         for b in bridges {
             b.finish(deadline);
         }
@@ -723,10 +730,61 @@ impl Consumer<(u64, Event)> for Delivery {
     }
 }
 
-/// How long a teardown waits, at most, for the close handshakes of the
-/// connections carried through Tcl channels (the thread's event loop no
-/// longer runs to carry them).
-const BRIDGE_CLOSE_WAIT: Duration = Duration::from_millis(500);
+/// How long a thread's (or the process's) end waits, at most, for the
+/// connections carried through Tcl channels to write what they owe and
+/// finish their close handshakes (its event loop no longer runs to carry
+/// them), all of them together. Each gives up sooner once its output stops
+/// moving (`Bridge::finish`).
+const BRIDGE_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+thread_local! {
+    static TEARDOWN_DEADLINE: Cell<Option<std::time::Instant>> = const { Cell::new(None) };
+    /// Channels of the Tcl-channel transport whose interpreter was deleted
+    /// while the thread lives on: its event loop carries their closing
+    /// handshakes; if the thread or the process ends first, they are
+    /// finished then.
+    static ORPHANS: RefCell<Vec<crate::tcl::bridge::Bridge>> = const { RefCell::new(Vec::new()) };
+    static ORPHAN_REAPER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The one deadline of this thread's teardown waits.
+fn teardown_deadline() -> std::time::Instant {
+    TEARDOWN_DEADLINE
+        .try_with(|d| {
+            let at = d
+                .get()
+                .unwrap_or_else(|| std::time::Instant::now() + BRIDGE_CLOSE_WAIT);
+            d.set(Some(at));
+            at
+        })
+        .unwrap_or_else(|_| std::time::Instant::now())
+}
+
+fn adopt_orphans(bridges: Vec<crate::tcl::bridge::Bridge>) {
+    if bridges.is_empty() {
+        return;
+    }
+    let _ = ORPHANS.try_with(|o| {
+        let mut o = o.borrow_mut();
+        o.retain(|b| !b.is_closed());
+        o.extend(bridges);
+    });
+    if !ORPHAN_REAPER.with(|r| r.replace(true)) {
+        crate::tcl::callback::at_thread_exit(finish_orphans);
+    }
+}
+
+fn finish_orphans() {
+    let orphans = ORPHANS
+        .try_with(|o| std::mem::take(&mut *o.borrow_mut()))
+        .unwrap_or_default();
+    if orphans.iter().any(|b| !b.is_closed()) {
+        let deadline = teardown_deadline();
+        for b in orphans {
+            b.finish(deadline);
+        }
+    }
+}
 
 /// Set once `exit` has begun: the process exit handler has closed every
 /// connection, and the thread exit handlers that run after it have nothing
@@ -748,6 +806,7 @@ fn process_exit() {
     for st in &states {
         st.finish_bridges();
     }
+    finish_orphans();
     if closing > 0 {
         // Let the writers put the close frames on the wire.
         std::thread::sleep(Duration::from_millis(100));
@@ -815,7 +874,7 @@ pub fn init(interp: Interp) -> Result<(), TclError> {
     let thread_exit = crate::tcl::callback::on_thread_exit(Box::new(move || {
         if !PROCESS_EXITING.load(std::sync::atomic::Ordering::SeqCst) {
             if let Some(s) = weak.upgrade() {
-                s.shutdown();
+                s.shutdown(true);
             }
         }
     }));
@@ -824,7 +883,7 @@ pub fn init(interp: Interp) -> Result<(), TclError> {
         interp,
         Box::new(move || {
             let _ = LOADED.try_with(|l| l.borrow_mut().retain(|(i, _)| *i != interp));
-            owned.shutdown();
+            owned.shutdown(false);
             thread_exit.cancel();
         }),
     );

@@ -29,6 +29,10 @@ struct Inner {
     on_input: RefCell<Option<OnInput>>,
     mailbox: RefCell<Option<Arc<Mailbox<Outbound>>>>,
     closed: Cell<bool>,
+    /// `Bridge::finish` is in progress: the engine's shutdown waits for
+    /// the output to be written (`shutdown_due`).
+    finishing: Cell<bool>,
+    shutdown_due: Cell<bool>,
     /// The clientData registered with Tcl_CreateChannelHandler.
     handler_data: Cell<*const Inner>,
 }
@@ -48,6 +52,10 @@ impl BridgeWriter {
 }
 
 const READ_CHUNK: usize = 64 * 1024;
+
+/// `Bridge::finish` gives up once the output has not moved for this long
+/// (a peer that does not read, or does not answer the close).
+const FINISH_STALL: Duration = Duration::from_millis(500);
 
 impl Inner {
     fn input(&self, data: Option<Vec<u8>>) {
@@ -117,6 +125,7 @@ impl Inner {
                     self.input(None);
                 }
             }
+            Outbound::Shutdown if self.finishing.get() => self.shutdown_due.set(true),
             Outbound::Shutdown => self.close(),
         }
     }
@@ -172,22 +181,46 @@ impl Bridge {
     }
 
     /// Closes the channel once the engine has put out what it owes the
-    /// peer (the close frame included) and the peer has answered, or at
-    /// `deadline`. For teardowns (exit, interpreter deletion, thread end)
-    /// after which this thread's event loop will not run again: the writes
-    /// and the peer's answer are moved here instead.
+    /// peer (the close frame included), the peer has answered and Tcl has
+    /// written it all; or once nothing has moved for `FINISH_STALL`, or at
+    /// `deadline`. For teardowns (exit, thread end) after which this
+    /// thread's event loop will not run again: the writes, Tcl's background
+    /// flush and the peer's answer are moved here instead.
     pub fn finish(&self, deadline: Instant) {
         let inner = &self.0;
-        while !inner.closed.get() {
+        inner.finishing.set(true);
+        let mut moved = Instant::now();
+        let mut last_left = isize::MAX;
+        loop {
+            if inner.closed.get() {
+                return;
+            }
             inner.readable();
             let mailbox = inner.mailbox.borrow().clone();
             if let Some(mb) = mailbox {
                 mb.deliver_now();
             }
-            if inner.closed.get() || Instant::now() >= deadline {
+            if inner.closed.get() {
+                return;
+            }
+            // SAFETY: live channel (not closed); each write waits at most
+            // FINISH_STALL for the peer to take more.
+            let left =
+                unsafe { ffi::ws_push_output(inner.chan, FINISH_STALL.as_millis() as c_int) };
+            let now = Instant::now();
+            if left != last_left {
+                last_left = left;
+                moved = now;
+            }
+            if (inner.shutdown_due.get() && left == 0)
+                || now >= deadline
+                || now.duration_since(moved) >= FINISH_STALL
+            {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(1));
+            if left == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
         self.close();
     }
@@ -210,6 +243,8 @@ pub fn start(
         on_input: RefCell::new(Some(on_input)),
         mailbox: RefCell::new(None),
         closed: Cell::new(false),
+        finishing: Cell::new(false),
+        shutdown_due: Cell::new(false),
         handler_data: Cell::new(std::ptr::null()),
     });
     let mailbox = Mailbox::new_no_wait(Rc::new(Writes(Rc::downgrade(&inner))));

@@ -56,6 +56,9 @@ impl ThreadId {
 trait Service: Send + Sync {
     /// Starts servicing one queued event; None if there is nothing to do.
     fn start(self: Arc<Self>) -> Option<Box<dyn Run>>;
+    /// A nested event loop looks at the event sources while a run of this
+    /// mailbox waits for its handler call: items left must be announced.
+    fn announce_rest(&self);
 }
 
 /// One servicing of a queued event, driven by the C event procedure.
@@ -63,9 +66,6 @@ trait Run {
     /// The next script call to evaluate, or None when the run is over.
     fn next(&mut self) -> Option<Call>;
     fn done(&mut self, call: Call, code: c_int);
-    /// A nested event loop looks at the event sources while this run's
-    /// handler call is in progress: items left must be announced.
-    fn announce_rest(&self);
 }
 
 /// Numbers mailboxes; 0 is never used, so it can mean "any" in a filter.
@@ -104,6 +104,14 @@ thread_local! {
     /// by the event source's setup procedure.
     static BURST_START: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
     static SOURCE_CREATED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// How long each run of the current turn may last: `RUN_BUDGET` shared
+    /// among the mailboxes that were ready together (set by the check
+    /// procedure), so that one busy interpreter does not leave the others
+    /// of its thread one message per turn.
+    static SHARE: std::cell::Cell<Duration> = const { std::cell::Cell::new(RUN_BUDGET) };
+    /// The mailboxes whose runs are in progress on this thread (handlers
+    /// can nest event loops), innermost last.
+    static ACTIVE_MAILBOXES: RefCell<Vec<Arc<dyn Service>>> = const { RefCell::new(Vec::new()) };
     /// Since when our idle probe has been pending (`idle_probe`).
     static IDLE_PROBE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
     /// The setup procedure held the ready mailboxes back this time round.
@@ -160,9 +168,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[no_mangle]
 extern "C" fn websocket_sources_setup(flags: c_int) -> c_int {
     match catch_unwind(|| {
-        // `update idletasks` calls the setup procedures too, but looks at
-        // no timers: it must not end the burst.
-        if flags & ffi::TCL_TIMER_EVENTS != 0 {
+        // `update idletasks` looks at neither timers nor files: it must not
+        // end the burst.
+        if flags & (ffi::TCL_TIMER_EVENTS | ffi::TCL_FILE_EVENTS) != 0 {
             let _ = BURST_START.try_with(|b| b.set(None));
         }
         if flags & ffi::TCL_FILE_EVENTS == 0 {
@@ -173,14 +181,11 @@ extern "C" fn websocket_sources_setup(flags: c_int) -> c_int {
         let _ = HELD_BACK.try_with(|h| h.set(hold));
         // A nested event loop inside a handler: the runs it interrupts
         // leave their items to it.
-        let runs = ACTIVE_RUNS
+        let active = ACTIVE_MAILBOXES
             .try_with(|r| r.borrow().clone())
             .unwrap_or_default();
-        for h in runs {
-            // SAFETY: a run in progress on this thread (made by
-            // websocket_service_start, not yet ended); only read here, while
-            // the frame that drives it waits for its handler call.
-            unsafe { &*(h as *const RunHandle) }.run.announce_rest();
+        for mailbox in active {
+            mailbox.announce_rest();
         }
         THREAD_SHARED
             .try_with(|t| {
@@ -199,7 +204,8 @@ extern "C" fn websocket_sources_setup(flags: c_int) -> c_int {
 }
 
 /// Tcl has looked at its event sources: queue an event for each ready
-/// mailbox, behind the timer and file events just queued.
+/// mailbox, behind the file events just queued (and the timer event, once
+/// Tcl has made its timer source: it does so at the first `after`).
 #[no_mangle]
 extern "C" fn websocket_sources_check() {
     if let Err(p) = catch_unwind(|| {
@@ -214,6 +220,10 @@ extern "C" fn websocket_sources_check() {
                 std::mem::take(&mut ready.ids)
             })
             .unwrap_or_default();
+        if !ready.is_empty() {
+            let share = RUN_BUDGET / ready.len().min(u32::MAX as usize) as u32;
+            let _ = SHARE.try_with(|s| s.set(share));
+        }
         for id in ready {
             // SAFETY: the payload is a plain number; the event owns nothing.
             unsafe { ffi::ws_queue_event(id as *mut c_void) };
@@ -496,13 +506,23 @@ impl<T: Send + 'static> Service for Mailbox<T> {
             start
         });
         consumer.run_begin();
+        let _ = ACTIVE_MAILBOXES.try_with(|a| a.borrow_mut().push(self.clone()));
         Some(Box::new(MailboxRun {
             mailbox: self,
             consumer,
             delivered: 0,
             burst,
+            started: now,
+            share: SHARE.with(|s| s.get()),
             over: false,
         }))
+    }
+
+    fn announce_rest(&self) {
+        let mut q = lock(&self.queue);
+        if !q.closed && !q.items.is_empty() {
+            self.announce(&mut q);
+        }
     }
 }
 
@@ -512,11 +532,21 @@ struct MailboxRun<T: Send + 'static> {
     delivered: usize,
     /// When the thread's burst of runs began (`BURST_START`).
     burst: Instant,
+    /// When this run began, and how long it may last (`SHARE`).
+    started: Instant,
+    share: Duration,
     over: bool,
 }
 
 impl<T: Send + 'static> Drop for MailboxRun<T> {
     fn drop(&mut self) {
+        let _ = ACTIVE_MAILBOXES.try_with(|a| {
+            let mut a = a.borrow_mut();
+            let me = Arc::as_ptr(&self.mailbox) as *const ();
+            if let Some(i) = a.iter().rposition(|m| Arc::as_ptr(m) as *const () == me) {
+                a.remove(i);
+            }
+        });
         self.consumer.run_end();
     }
 }
@@ -627,6 +657,13 @@ impl<T: Send + 'static> MailboxRun<T> {
         }
     }
 
+    /// The run has had its share of the turn, or the turn is long over.
+    fn out_of_time(&self) -> bool {
+        let now = Instant::now();
+        now.duration_since(self.started) > self.share
+            || now.duration_since(self.burst) > 2 * RUN_BUDGET
+    }
+
     /// Ends the run; items left are announced, to be served after Tcl has
     /// looked at its other event sources.
     fn end(&mut self) {
@@ -655,10 +692,10 @@ impl<T: Send + 'static> Run for MailboxRun<T> {
             if self.over {
                 return None;
             }
-            if self.delivered > 0 && self.delivered % BATCH == 0 {
+            if self.delivered > 0 && self.delivered.is_multiple_of(BATCH) {
                 self.consumer.batch_done();
             }
-            if self.delivered > 0 && self.burst.elapsed() > RUN_BUDGET {
+            if self.delivered > 0 && self.out_of_time() {
                 self.consumer.batch_done();
                 self.end();
                 continue;
@@ -681,14 +718,6 @@ impl<T: Send + 'static> Run for MailboxRun<T> {
 
     fn done(&mut self, call: Call, code: c_int) {
         self.consumer.call_done(call, code);
-    }
-
-    fn announce_rest(&self) {
-        let mb = &self.mailbox;
-        let mut q = lock(&mb.queue);
-        if !q.closed && !q.items.is_empty() {
-            mb.announce(&mut q);
-        }
     }
 }
 

@@ -115,6 +115,7 @@ extern "C" {
     pub fn ws_write(chan: Tcl_Channel, buf: *const c_char, n: isize) -> isize;
     pub fn ws_eof(chan: Tcl_Channel) -> c_int;
     pub fn ws_input_blocked(chan: Tcl_Channel) -> c_int;
+    pub fn ws_push_output(chan: Tcl_Channel, ms: c_int) -> isize;
     pub fn ws_register_channel(interp: *mut Tcl_Interp, chan: Tcl_Channel);
     pub fn ws_unregister_channel(interp: *mut Tcl_Interp, chan: Tcl_Channel) -> c_int;
     pub fn ws_create_channel_handler(

@@ -7,6 +7,9 @@
 #include <tcl.h>
 #include <stddef.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 /* Implemented in Rust (src/tcl/event.rs). */
 typedef struct {
@@ -195,6 +198,27 @@ ptrdiff_t ws_read(Tcl_Channel chan, char *buf, ptrdiff_t n) { return Tcl_Read(ch
 ptrdiff_t ws_write(Tcl_Channel chan, const char *buf, ptrdiff_t n) { return Tcl_Write(chan, buf, (int)n); }
 int ws_eof(Tcl_Channel chan) { return Tcl_Eof(chan); }
 int ws_input_blocked(Tcl_Channel chan) { return Tcl_InputBlocked(chan); }
+/* Output Tcl still holds for a non-blocking channel is written by its
+ * background flush, which the event loop drives. For teardowns after which
+ * the loop will not run: flush in blocking mode, each write bounded by a
+ * send timeout of `ms` on the socket (`chan` is the bottom of its stack),
+ * then back to non-blocking. (Polling for writable and notifying the
+ * channel stalled under the tls package with megabytes held.) Returns the
+ * bytes still held. */
+ptrdiff_t ws_push_output(Tcl_Channel chan, int ms) {
+    ClientData h = NULL;
+    struct timeval tv;
+    if (Tcl_OutputBuffered(chan) == 0) return 0;
+    if (Tcl_GetChannelHandle(chan, TCL_WRITABLE, &h) != TCL_OK) return Tcl_OutputBuffered(chan);
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    setsockopt((int)(intptr_t)h, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (Tcl_SetChannelOption(NULL, chan, "-blocking", "1") == TCL_OK) {
+        Tcl_Flush(chan);
+        Tcl_SetChannelOption(NULL, chan, "-blocking", "0");
+    }
+    return Tcl_OutputBuffered(chan);
+}
 void ws_register_channel(Tcl_Interp *interp, Tcl_Channel chan) { Tcl_RegisterChannel(interp, chan); }
 int ws_unregister_channel(Tcl_Interp *interp, Tcl_Channel chan) { return Tcl_UnregisterChannel(interp, chan); }
 void ws_create_channel_handler(Tcl_Channel chan, int mask, Tcl_ChannelProc *proc, void *cd) {

@@ -1,22 +1,25 @@
 # last_words.tcl -- a WebSocket endpoint that sends one last message from
 # its handler and then ends at once, for tests/teardown.test (run as:
-# tclsh last_words.tcl ROOTDIR ROLE MODE ?PORT?).
+# tclsh last_words.tcl ROOTDIR ROLE MODE ?PORT? ?BIGMB? ?CERTDIR?).
 #
 # ROLE: client          connects to ws://127.0.0.1:PORT/last
 #       server          listens on 127.0.0.1 (prints "listening PORT")
 #       server-pushed   the same, with `chan push` on the accepted socket
 #                       (served through the Tcl-channel transport)
+#       server-tls      the same on a `tls::socket` (CERTDIR holds cert.pem
+#                       and key.pem; only with MODE exit)
 # MODE: exit            the handler sends "last", then calls exit
 #       interp          everything runs in a child interpreter; the handler
 #                       sends "last", then has the child deleted
 #       thread          everything runs in a Thread-package thread; the
 #                       handler sends "last", then calls thread::exit
-# The handler acts when the peer sends the text "go", and sends "first"
-# before "last". The
+# The handler acts when the peer sends the text "go", and sends "first",
+# then BIGMB binary messages of 1 MB, then "last". The
 # process ends by itself: at once for exit, otherwise 3 s after the end
 # (the engine must put the close frame out while it still runs); 20 s at
 # most in any case.
-lassign $argv root role mode port
+lassign $argv root role mode port bigmb certdir
+if {$bigmb eq ""} {set bigmb 0}
 after 20000 {exit 3}
 
 set body {
@@ -33,6 +36,9 @@ set body {
     proc handler {sock type msg} {
         if {$type ne "text" || $msg ne "go"} return
         ::websocket::send $sock text first
+        for {set i 0} {$i < BIGMB} {incr i} {
+            ::websocket::send $sock binary [string repeat x 1048576]
+        }
         ::websocket::send $sock text last
         switch -- MODE {
             exit {exit 0}
@@ -77,6 +83,14 @@ set body {
         set ::srv [socket -server {apply {{s a p} {close $s}}} -myaddr 127.0.0.1 0]
         ::websocket::server $::srv
         ::websocket::live $::srv * handler
+    } elseif {"ROLE" eq "server-tls"} {
+        package require tls
+        set ::srv [tls::socket -server accept -myaddr 127.0.0.1 \
+            -certfile [file join CERTDIR cert.pem] -keyfile [file join CERTDIR key.pem] 0]
+        ::websocket::server $::srv
+        ::websocket::live $::srv * handler
+        puts "listening [lindex [fconfigure $::srv -sockname] 2]"
+        flush stdout
     } else {
         set ::srv [socket -server accept -myaddr 127.0.0.1 0]
         ::websocket::server $::srv
@@ -85,7 +99,8 @@ set body {
         flush stdout
     }
 }
-set body [string map [list ROOT [list $root] ROLE $role MODE $mode PORT [list $port]] $body]
+set body [string map [list ROOT [list $root] ROLE $role MODE $mode PORT [list $port] \
+    BIGMB $bigmb CERTDIR [list $certdir]] $body]
 
 proc identity {cmd handle args} {
     switch -- $cmd {
