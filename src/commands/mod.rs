@@ -391,6 +391,26 @@ impl State {
         }
     }
 
+    /// Runs `f`, a command that may call handlers (`close`, `takeover`,
+    /// `upgrade`), with the handler calls it causes queued in a frame of
+    /// their own, in order with the forgetting that follows some; the
+    /// command's C procedure makes them once `f` has returned
+    /// (`event::after_command`), so that no Rust frame is below a handler.
+    pub fn with_handler_calls<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.steps.borrow_mut().push(VecDeque::new());
+        let outer = self.queueing.replace(true);
+        let r = f();
+        self.queueing.set(outer);
+        let queued = self.steps.borrow().last().is_some_and(|q| !q.is_empty());
+        match self.me.upgrade() {
+            Some(me) if queued => crate::tcl::event::after_command(CommandCalls(me)),
+            _ => {
+                self.steps.borrow_mut().pop();
+            }
+        }
+        r
+    }
+
     /// The next handler call queued by the innermost run; forgets what is
     /// due before it.
     fn take_call(&self) -> Option<crate::tcl::event::Call> {
@@ -688,6 +708,26 @@ const CORK_KEEP: usize = 4096;
 /// Past this many corked bytes a connection is written at once.
 const CORK_LIMIT: usize = 64 * 1024;
 
+/// The handler calls a command queued (`State::with_handler_calls`).
+struct CommandCalls(Rc<State>);
+
+impl crate::tcl::event::CommandCalls for CommandCalls {
+    fn next_call(&mut self) -> Option<crate::tcl::event::Call> {
+        self.0.take_call()
+    }
+    fn call_done(&mut self, call: crate::tcl::event::Call, code: c_int) {
+        self.0.call_done(code);
+        drop(call);
+    }
+}
+
+impl Drop for CommandCalls {
+    fn drop(&mut self) {
+        self.0.steps.borrow_mut().pop();
+        self.0.flush_corked();
+    }
+}
+
 /// Delivers engine events to a State (weakly: the interpreter may be gone).
 struct Delivery(Weak<State>);
 
@@ -915,8 +955,12 @@ type CommandFn = fn(&State, Interp, &[ObjRef]) -> crate::tcl::CmdResult;
 const COMMANDS: &[(&str, CommandFn)] = &[
     ("open", open::open),
     ("send", send::send),
-    ("close", conn::close),
-    ("takeover", conn::takeover),
+    ("close", |st, i, o| {
+        st.with_handler_calls(|| conn::close(st, i, o))
+    }),
+    ("takeover", |st, i, o| {
+        st.with_handler_calls(|| conn::takeover(st, i, o))
+    }),
     ("conninfo", conn::conninfo),
     ("find", conn::find),
     ("configure", conn::configure),
@@ -924,7 +968,9 @@ const COMMANDS: &[(&str, CommandFn)] = &[
     ("server", server::server),
     ("live", server::live),
     ("test", server::test),
-    ("upgrade", server::upgrade),
+    ("upgrade", |st, i, o| {
+        st.with_handler_calls(|| server::upgrade(st, i, o))
+    }),
     ("validate", server::validate),
     ("sec-websocket-accept", server::sec_websocket_accept),
 ];

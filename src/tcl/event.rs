@@ -775,18 +775,69 @@ extern "C" fn websocket_service_start(payload: *mut c_void) -> *mut c_void {
     match catch_unwind(AssertUnwindSafe(|| {
         lookup(payload as usize).and_then(|m| m.start())
     })) {
-        Ok(Some(run)) => {
-            let h = Box::into_raw(Box::new(RunHandle {
-                run,
-                current: None,
-                ptrs: Vec::new(),
-            }));
-            let _ = ACTIVE_RUNS.try_with(|r| r.borrow_mut().push(h as usize));
-            if !RUN_REAPER.with(|f| f.replace(true)) {
-                super::callback::at_thread_exit(reap_runs);
-            }
-            h as *mut c_void
+        Ok(Some(run)) => into_handle(run),
+        Ok(None) => std::ptr::null_mut(),
+        Err(p) => {
+            report(p);
+            std::ptr::null_mut()
         }
+    }
+}
+
+/// A run for the C side to drive (websocket_service_next ... _end).
+fn into_handle(run: Box<dyn Run>) -> *mut c_void {
+    let h = Box::into_raw(Box::new(RunHandle {
+        run,
+        current: None,
+        ptrs: Vec::new(),
+    }));
+    let _ = ACTIVE_RUNS.try_with(|r| r.borrow_mut().push(h as usize));
+    if !RUN_REAPER.with(|f| f.replace(true)) {
+        super::callback::at_thread_exit(reap_runs);
+    }
+    h as *mut c_void
+}
+
+/// Handler calls a command queued (`after_command`).
+pub trait CommandCalls {
+    fn next_call(&mut self) -> Option<Call>;
+    fn call_done(&mut self, call: Call, code: c_int);
+}
+
+struct CommandRun<C: CommandCalls>(C);
+
+impl<C: CommandCalls> Run for CommandRun<C> {
+    fn next(&mut self) -> Option<Call> {
+        self.0.next_call()
+    }
+    fn done(&mut self, call: Call, code: c_int) {
+        self.0.call_done(call, code);
+    }
+}
+
+thread_local! {
+    static AFTER_COMMAND: RefCell<Option<Box<dyn Run>>> = const { RefCell::new(None) };
+}
+
+/// Has the C procedure of the command being run make these handler calls
+/// once the command's Rust code has returned: no Rust frame is then below
+/// a handler (one that ends its thread with `thread::exit` unwinds the
+/// stack), as for the calls events cause.
+pub fn after_command<C: CommandCalls + 'static>(calls: C) {
+    let _ = AFTER_COMMAND.try_with(|a| *a.borrow_mut() = Some(Box::new(CommandRun(calls))));
+}
+
+/// The handler calls the command that just returned left (`after_command`);
+/// null if none.
+#[no_mangle]
+extern "C" fn websocket_command_calls() -> *mut c_void {
+    match catch_unwind(|| {
+        AFTER_COMMAND
+            .try_with(|a| a.borrow_mut().take())
+            .ok()
+            .flatten()
+    }) {
+        Ok(Some(run)) => into_handle(run),
         Ok(None) => std::ptr::null_mut(),
         Err(p) => {
             report(p);

@@ -85,9 +85,44 @@ int ws_interp_deleted(Tcl_Interp *interp) { return Tcl_InterpDeleted(interp); }
 int ws_pkg_provide(Tcl_Interp *interp, const char *name, const char *version) {
     return Tcl_PkgProvide(interp, name, version);
 }
+/* A command of the package: its Rust procedure, then the handler calls it
+ * queued (see ws_run_calls). */
+typedef struct {
+    Tcl_ObjCmdProc *proc;
+    void *cd;
+    Tcl_CmdDeleteProc *del;
+} WsCmd;
+static void ws_run_calls(void *run);
+extern void *websocket_command_calls(void);
+
+static int ws_cmd_proc(ClientData cd, Tcl_Interp *interp, int objc, Tcl_Obj *const objv[]) {
+    WsCmd *c = (WsCmd *)cd;
+    int code = c->proc(c->cd, interp, objc, objv);
+    void *run = websocket_command_calls();
+    if (run != NULL) {
+        /* The handlers run after the Rust procedure has returned; the
+         * command's own result (or error) is what it returns. */
+        Tcl_InterpState saved;
+        Tcl_Preserve(interp);
+        saved = Tcl_SaveInterpState(interp, code);
+        ws_run_calls(run);
+        code = Tcl_RestoreInterpState(interp, saved);
+        Tcl_Release(interp);
+    }
+    return code;
+}
+static void ws_cmd_delete(ClientData cd) {
+    WsCmd *c = (WsCmd *)cd;
+    if (c->del != NULL) c->del(c->cd);
+    ckfree((char *)c);
+}
 void *ws_create_command(Tcl_Interp *interp, const char *name, Tcl_ObjCmdProc *proc, void *cd,
                         Tcl_CmdDeleteProc *del) {
-    return (void *)Tcl_CreateObjCommand(interp, name, proc, cd, del);
+    WsCmd *c = (WsCmd *)ckalloc(sizeof(WsCmd));
+    c->proc = proc;
+    c->cd = cd;
+    c->del = del;
+    return (void *)Tcl_CreateObjCommand(interp, name, ws_cmd_proc, c, ws_cmd_delete);
 }
 void ws_call_when_deleted(Tcl_Interp *interp, Tcl_InterpDeleteProc *proc, void *cd) {
     Tcl_CallWhenDeleted(interp, proc, cd);
@@ -116,12 +151,8 @@ typedef struct {
 /* Services one posted event. The script calls (handlers) are evaluated
  * here, in C, with no Rust frame below them: a handler that ends its thread
  * (thread::exit unwinds the stack) must not unwind through Rust. */
-static int ws_event_proc(Tcl_Event *ev, int flags) {
-    void *run;
+static void ws_run_calls(void *run) {
     WsCallOut call;
-    if (!(flags & TCL_FILE_EVENTS)) return 0;
-    run = websocket_service_start(((WsEvent *)ev)->payload);
-    if (run == NULL) return 1;
     while (websocket_service_next(run, &call)) {
         int code;
         Tcl_Preserve(call.interp);
@@ -130,6 +161,13 @@ static int ws_event_proc(Tcl_Event *ev, int flags) {
         Tcl_Release(call.interp);
     }
     websocket_service_end(run);
+}
+
+static int ws_event_proc(Tcl_Event *ev, int flags) {
+    void *run;
+    if (!(flags & TCL_FILE_EVENTS)) return 0;
+    run = websocket_service_start(((WsEvent *)ev)->payload);
+    if (run != NULL) ws_run_calls(run);
     return 1;
 }
 
