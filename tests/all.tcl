@@ -8,6 +8,12 @@
 #	for CI, and exits non-zero if any test failed or a test file could not
 #	be run.
 #
+#	Skipped tests: every test skipped because a constraint is not met is
+#	listed with the constraint and why it is not met (::skip_why, set
+#	where the constraint is defined). With CI=true in the environment each
+#	such skip counts as a failure: a green CI run means every test ran.
+#	(Tests left out on purpose with -match/-skip are not counted.)
+#
 #	    tclsh tests/all.tcl ?tcltest options, e.g. -file send.test -verbose bpe?
 
 package require Tcl 8.6
@@ -39,6 +45,18 @@ after [expr {170 * 1000}] {
     exit 3
 }
 
+# Tests skipped because a constraint is not met: {name constraint} each.
+# tcltest calls _noticeSkipped for exactly these (not for -match/-skip).
+set skipped_tests {}
+proc note_skip {cmd op} {
+    lassign $cmd - name constraint
+    lappend ::skipped_tests [list $name $constraint]
+}
+set skip_names [expr {[info commands ::tcltest::_noticeSkipped] ne ""}]
+if {$skip_names} {
+    trace add execution ::tcltest::_noticeSkipped enter note_skip
+}
+
 # Totals: cleanupTests resets tcltest's counters when it prints the
 # summary, so take them on the way in.
 array set totals {Total 0 Passed 0 Skipped 0 Failed 0}
@@ -66,6 +84,21 @@ foreach fe $file_errors {
     puts "all.tcl: test file [lindex $fe 0] failed to run: [lindex $fe 1]"
 }
 set failed [expr {$totals(Failed) + [llength $file_errors]}]
+set ci [expr {[info exists env(CI)] && [string is true -strict $env(CI)]}]
+foreach sk $skipped_tests {
+    lassign $sk name c
+    set why [expr {[info exists ::skip_why($c)] ? ": $::skip_why($c)" : ""}]
+    puts "all.tcl: [expr {$ci ? "FAILED (CI=true): " : ""}]skipped $name, constraint $c not met$why"
+}
+if {$ci} {
+    if {$skip_names} {
+        incr failed [llength $skipped_tests]
+    } elseif {$totals(Skipped) > 0} {
+        # A tcltest without _noticeSkipped: count every skip.
+        puts "all.tcl: FAILED (CI=true): $totals(Skipped) tests skipped (see tcltest's summary above)"
+        incr failed $totals(Skipped)
+    }
+}
 puts "all.tcl: $totals(Passed) passed, $failed failed, $totals(Skipped) skipped"
 flush stdout
 exit [expr {$failed > 0 ? 1 : 0}]
