@@ -52,6 +52,7 @@ puts "all.tcl: testing websocket $version: $ifneeded"
 # 5 more to kill it).
 set file_limit_default 45
 array set file_limit {
+    defaults.test  60
     fairness.test  60
     hostile.test   120
     valgrind.test  200

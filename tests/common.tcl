@@ -607,6 +607,53 @@ proc capture_stop {} {
     return $::captured
 }
 
+# ---------------------------------------------------------------------------
+# Memory of this process (Linux /proc)
+# ---------------------------------------------------------------------------
+
+proc vmrss_kib {} {
+    set f [open /proc/self/status]
+    set s [read $f]
+    close $f
+    if {[regexp {VmRSS:\s+(\d+)} $s -> kib]} {return $kib}
+    return 0
+}
+
+# Peak resident memory while something happens: mem_watch_start resets
+# the kernel's high-water mark (VmHWM, via /proc/self/clear_refs) and also
+# samples VmRSS every 5 ms; mem_watch_stop returns the peak growth in KiB
+# over VmRSS at the start.
+proc vmhwm_kib {} {
+    set f [open /proc/self/status]
+    set s [read $f]
+    close $f
+    if {[regexp {VmHWM:\s+(\d+)} $s -> kib]} {return $kib}
+    return 0
+}
+proc mem_watch_start {} {
+    set ::memw(hwm) [expr {![catch {
+        set f [open /proc/self/clear_refs w]
+        puts $f 5
+        close $f
+    }]}]
+    set ::memw(rss0) [vmrss_kib]
+    set ::memw(max) $::memw(rss0)
+    mem_sample
+}
+proc mem_sample {} {
+    set r [vmrss_kib]
+    if {$r > $::memw(max)} {set ::memw(max) $r}
+    set ::memw(timer) [after 5 mem_sample]
+}
+proc mem_watch_stop {} {
+    after cancel $::memw(timer)
+    set peak $::memw(max)
+    if {$::memw(hwm) && [vmhwm_kib] > $peak} {set peak [vmhwm_kib]}
+    set grew [expr {$peak - $::memw(rss0)}]
+    array unset ::memw
+    return $grew
+}
+
 # Binary string holding every byte value, repeated to n bytes.
 proc all_bytes {n} {
     set chunk ""
