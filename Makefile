@@ -1,6 +1,7 @@
 # websocket for Tcl, in Rust.
 #   make            build the extension (target/release/libwebsocket.so)
-#   make test       every test: Rust unit tests, then the tcltest suite in tclsh
+#   make test       every test: Rust unit tests (release, then debug: overflow
+#                   checks and debug assertions on), then the tcltest suite
 #   make demo       run the example echo server and its web page
 #   make install    install for a plain tclsh (PREFIX=/usr/local, DESTDIR honoured)
 #   make autobahn   Autobahn|Testsuite, server and client roles
@@ -21,6 +22,7 @@ build:
 
 unit:
 	cargo test --release
+	cargo test
 
 tcltest: build
 	$(TCLSH) tests/all.tcl

@@ -950,7 +950,10 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                     let mut reader_ended = false;
                     let peer_closed = owed.take().is_some();
                     if self.send_close(&payload).await.is_ok() && !peer_closed {
-                        // Wait for the peer's close frame (or the end of its stream).
+                        // Wait for the peer's close frame (or the end of its
+                        // stream). A peer that does not answer within
+                        // CLOSE_TIMEOUT is not waited for again: the TCP
+                        // connection closes then, in both roles.
                         reader_ended = tokio::time::timeout(CLOSE_TIMEOUT, async {
                             while let Some(m) = from_reader.recv().await {
                                 match m {
@@ -964,7 +967,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                             true
                         })
                         .await
-                        .unwrap_or(false);
+                        .unwrap_or(true);
                     }
                     self.finish(&mut from_reader, reader_ended).await;
                     return;

@@ -9,6 +9,11 @@
 # text message as text and every binary message as binary, and waits for the
 # connection to end.  Nothing waits forever: each connection has a bounded
 # time (-timeout, default 60 s) after which it is abandoned.
+#
+# Exit status: 0 when every case ended in a clean disconnect and the
+# report was updated; 1 when some case did not (open failed, error event,
+# abandoned at the deadline) or the report update failed; 2 when the case
+# count could not be read.
 
 array set opt {-url ws://127.0.0.1:9001 -agent tcl-websocket -timeout 60 -pkgdir ""}
 array set opt $argv
@@ -82,6 +87,9 @@ for {set n 1} {$n <= $casecount} {incr n} {
     if {$how ne "disconnect"} { incr bad }
 }
 
-run report "$base/updateReports?agent=$agent"
-note "done ($bad cases ended without a clean disconnect)"
-exit 0
+set how [run report "$base/updateReports?agent=$agent"]
+if {$how ne "disconnect"} {
+    note "updateReports ended with $how"
+}
+note "done: $casecount cases, $bad ended without a clean disconnect"
+exit [expr {$bad == 0 && $how eq "disconnect" ? 0 : 1}]
