@@ -161,7 +161,14 @@ pub fn close(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
         None => Some(close::NORMAL as i64),
         Some(c) => c.get_wide(None),
     };
-    let mut reason = objv.get(3).map(|r| r.to_string_lossy()).unwrap_or_default();
+    let reason = objv.get(3).map(|r| r.to_string_lossy()).unwrap_or_default();
+    close_sock(st, &sock, code, reason)
+}
+
+/// Closes `sock` with `code` (None: a close frame without one) and
+/// `reason`: the work of `close`, and of `send $sock 8`.
+pub fn close_sock(st: &State, sock: &str, code: Option<i64>, mut reason: String) -> CmdResult {
+    let sock = sock.to_string();
     {
         let mut conns = st.conns.borrow_mut();
         let conn = conns

@@ -30,11 +30,7 @@ fn opcode_of(ty: ObjRef) -> Result<u8, TclError> {
     }
     if let Some(n) = ty.get_wide(None) {
         return match n {
-            0 | 1 | 2 | 9 | 10 => Ok(n as u8),
-            8 => Err(TclError::ws(
-                "Use ::websocket::close to send a close frame",
-                &[],
-            )),
+            0 | 1 | 2 | 8 | 9 | 10 => Ok(n as u8),
             _ => Err(TclError::ws(BAD_TYPE, &[])),
         };
     }
@@ -51,6 +47,30 @@ fn type_name(opcode: u8) -> String {
         10 => "pong".into(),
         n => format!("<opcode-{n}>"),
     }
+}
+
+/// `send $sock 8 ?payload?`, which scripts written for tcllib use to send
+/// a close frame: `close` with the payload's code and reason (a payload of
+/// a 2-byte code, big-endian, then UTF-8 text; empty for no code).
+fn send_close(st: &State, sock: &str, payload: Option<ObjRef>) -> CmdResult {
+    let bytes = payload.map(|p| p.byte_array().to_vec()).unwrap_or_default();
+    let (code, reason) = match bytes.len() {
+        0 => (None, String::new()),
+        1 => {
+            return Err(TclError::ws(
+                "A close payload holds a 2-byte code, then the reason",
+                &["CLOSE"],
+            ))
+        }
+        _ => {
+            let code = u16::from_be_bytes([bytes[0], bytes[1]]) as i64;
+            let reason = String::from_utf8(bytes[2..].to_vec()).map_err(|_| {
+                TclError::ws("The close reason is not valid UTF-8", &["CLOSE"])
+            })?;
+            (Some(code), reason)
+        }
+    };
+    st.with_handler_calls(|| super::conn::close_sock(st, sock, code, reason))
 }
 
 pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
@@ -70,6 +90,10 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         return Ok(Some(Obj::int(-1)));
     }
     let opcode = opcode_of(objv[2])?;
+    if opcode == frame::OP_CLOSE {
+        drop(conns);
+        return send_close(st, &sock, objv.get(3).copied());
+    }
     let fin = match objv.get(4) {
         Some(f) => f.get_boolean(Some(interp)).ok_or(TclError::InInterp)?,
         None => true,
