@@ -10,7 +10,7 @@
 #
 #	    tclsh tests/all.tcl ?tcltest options, e.g. -file send.test -verbose bpe?
 
-package require Tcl 8.6
+package require Tcl 8.6-
 package require tcltest 2.2
 
 set testsdir [file dirname [file normalize [info script]]]

@@ -8,7 +8,7 @@
 #	an `after` guard; everything listens on 127.0.0.1 only; every server a
 #	test starts is stopped by that test (cleanup_all in -cleanup).
 
-package require Tcl 8.6
+package require Tcl 8.6-
 package require tcltest 2.2
 namespace import -force ::tcltest::*
 
