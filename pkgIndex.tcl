@@ -13,5 +13,5 @@ apply {{dir} {
     set name [expr {[package vsatisfies [package provide Tcl] 9-] ? "libtcl9websocket" : "libwebsocket"}]
     set lib [file join $dir target release $name[info sharedlibextension]]
     if {![file exists $lib]} {return}
-    package ifneeded websocket 1.5.0 "[list load $lib Websocket]; [list if {[package provide websocket] eq ""} {interp invokehidden {} websocket_reinit}]"
+    package ifneeded websocket 1.7.0 "[list load $lib Websocket]; [list if {[package provide websocket] eq ""} {interp invokehidden {} websocket_reinit}]"
 }} $dir

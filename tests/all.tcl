@@ -17,12 +17,12 @@ set testsdir [file dirname [file normalize [info script]]]
 set rootdir [file dirname $testsdir]
 set auto_path [linsert $auto_path 0 $rootdir]
 
-# The package under test must be ours: version 1.5.0 from libwebsocket
+# The package under test must be ours: version 1.7.0 from libwebsocket
 # (Tcl 8.6) or libtcl9websocket (Tcl 9, built by `make TCL_CONFIG=...`).
 set libname [expr {[package vsatisfies [package provide Tcl] 9-] ? "libtcl9websocket" : "libwebsocket"}]
 set version [package require websocket]
 set ifneeded [package ifneeded websocket $version]
-if {$version ne "1.5.0" || ![string match *$libname* $ifneeded]} {
+if {$version ne "1.7.0" || ![string match *$libname* $ifneeded]} {
     puts stderr "all.tcl: wrong websocket package loaded: $version ($ifneeded); is $libname built?"
     exit 2
 }

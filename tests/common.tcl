@@ -18,7 +18,7 @@ set ::rootdir [file dirname $::testsdir]
 if {[lindex $::auto_path 0] ne $::rootdir} {
     set ::auto_path [linsert $::auto_path 0 $::rootdir]
 }
-package require websocket 1.5.0
+package require websocket 1.7.0
 # The library built for the running Tcl: libwebsocket (8.6) or
 # libtcl9websocket (Tcl 9, `make TCL_CONFIG=...`), as pkgIndex.tcl picks it.
 set ::libname [expr {[package vsatisfies [package provide Tcl] 9-] ? "libtcl9websocket" : "libwebsocket"}]
