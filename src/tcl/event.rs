@@ -655,7 +655,7 @@ impl<T: Send + 'static> Run for MailboxRun<T> {
             if self.over {
                 return None;
             }
-            if self.delivered > 0 && self.delivered % BATCH == 0 {
+            if self.delivered > 0 && self.delivered.is_multiple_of(BATCH) {
                 self.consumer.batch_done();
             }
             if self.delivered > 0 && self.burst.elapsed() > RUN_BUDGET {
