@@ -41,6 +41,7 @@ testConstraint pywebsockets $::have_pywebsockets
 testConstraint thread [expr {![catch {package require Thread}]}]
 testConstraint linux [expr {$::tcl_platform(os) eq "Linux" && [file isdirectory /proc/self/task]}]
 testConstraint ldd [expr {[llength [auto_execok ldd]] > 0}]
+testConstraint tcl9 [package vsatisfies [package provide Tcl] 9-]
 
 # ---------------------------------------------------------------------------
 # Bounded waits
