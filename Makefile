@@ -1,28 +1,61 @@
 # websocket for Tcl, in Rust.
 #   make            build the extension (target/release/libwebsocket.so)
+#   make TCL_CONFIG=/opt/tcl9/lib/tclConfig.sh
+#                   build it for Tcl 9 (target/release/libtcl9websocket.so,
+#                   compiled in target/tcl9); the checkout's pkgIndex.tcl
+#                   loads whichever fits the running tclsh
 #   make test       every test: Rust unit tests (release, then debug: overflow
 #                   checks and debug assertions on), then the tcltest suite
+#                   in tclsh (TCLSH defaults to TCL_CONFIG's tclsh, e.g. tclsh9.0)
 #   make demo       run the example echo server and its web page
-#   make install    install for a plain tclsh (PREFIX=/usr/local, DESTDIR honoured)
+#   make install    install for a plain tclsh (PREFIX=/usr/local, DESTDIR honoured):
+#                   every library built so far (8.6 and, if built, Tcl 9)
 #   make autobahn   Autobahn|Testsuite, server and client roles
 
 PREFIX  ?= /usr/local
 LIBDIR  ?= $(PREFIX)/lib/tcltk
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 PKGDIR  := $(DESTDIR)$(LIBDIR)/websocket$(VERSION)
-TCLSH   ?= tclsh
 LIB     := target/release/libwebsocket.so
+LIB9    := target/release/libtcl9websocket.so
+
+# The Tcl to build for: TCL_CONFIG names its tclConfig.sh (build.rs reads it;
+# default: the system's Tcl 8.6). A Tcl 9 build has different C (its stubs
+# table and sizes) and Rust (cfg(tcl9)), so it gets a cargo target folder of
+# its own and the library Tcl 9's name, beside the 8.6 one.
+TCL_CONFIG ?=
+CARGO_DIR :=
+ifneq ($(strip $(TCL_CONFIG)),)
+TCL_VARS  := $(shell sh -c '. "$$0" && echo "$$TCL_MAJOR_VERSION $$TCL_VERSION $$TCL_EXEC_PREFIX"' '$(TCL_CONFIG)')
+TCL_MAJOR := $(word 1,$(TCL_VARS))
+TCLSH_CONFIG := $(word 3,$(TCL_VARS))/bin/tclsh$(word 2,$(TCL_VARS))
+TCLSH   ?= $(if $(wildcard $(TCLSH_CONFIG)),$(TCLSH_CONFIG),tclsh)
+export TCL_CONFIG
+ifeq ($(TCL_MAJOR),9)
+CARGO_DIR := --target-dir target/tcl9
+endif
+else
+TCL_MAJOR := 8
+TCLSH   ?= tclsh
+endif
 
 .PHONY: all build test unit tcltest demo install uninstall autobahn bench clean
 
 all: build
 
 build:
+ifeq ($(TCL_MAJOR),9)
+	cargo build --release $(CARGO_DIR)
+	mkdir -p target/release
+	cp target/tcl9/release/libwebsocket.so $(LIB9).tmp
+	mv -f $(LIB9).tmp $(LIB9)
+else
 	cargo build --release
+endif
 
 unit:
-	cargo test --release
-	cargo test
+	cargo test --release $(CARGO_DIR)
+	cargo test $(CARGO_DIR)
 
 tcltest: build
 	$(TCLSH) tests/all.tcl
@@ -32,12 +65,23 @@ test: unit tcltest
 demo: build
 	$(TCLSH) examples/echo_server.tcl -port 8080 -page examples/echo.html
 
+# Installs each library built (8.6 always, Tcl 9 if `make TCL_CONFIG=...` made
+# it) and a pkgIndex.tcl that loads the one for the running Tcl, as the
+# checkout's pkgIndex.tcl does.
 install: build
 	install -d $(PKGDIR)
-	install -m 0755 $(LIB) $(PKGDIR)/libwebsocket.so
+	if [ -f $(LIB) ]; then install -m 0755 $(LIB) $(PKGDIR)/libwebsocket.so; fi
+	if [ -f $(LIB9) ]; then install -m 0755 $(LIB9) $(PKGDIR)/libtcl9websocket.so; fi
 	printf '%s\n' \
-	  'if {![package vsatisfies [package provide Tcl] 8.6]} {return}' \
-	  'package ifneeded websocket $(VERSION) "[list load [file join $$dir libwebsocket.so] Websocket]; [list if {[package provide websocket] eq ""} {interp invokehidden {} websocket_reinit}]"' \
+	  '# websocket $(VERSION): loads the library built for the running Tcl' \
+	  '# (libwebsocket for 8.6, libtcl9websocket for 9), if it was installed.' \
+	  'if {![package vsatisfies [package provide Tcl] 8.6-]} {return}' \
+	  'apply {{dir} {' \
+	  '    set name [expr {[package vsatisfies [package provide Tcl] 9-] ? "libtcl9websocket" : "libwebsocket"}]' \
+	  '    set lib [file join $$dir $$name[info sharedlibextension]]' \
+	  '    if {![file exists $$lib]} {return}' \
+	  '    package ifneeded websocket $(VERSION) "[list load $$lib Websocket]; [list if {[package provide websocket] eq ""} {interp invokehidden {} websocket_reinit}]"' \
+	  '}} $$dir' \
 	  > $(PKGDIR)/pkgIndex.tcl
 
 uninstall:

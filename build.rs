@@ -2,8 +2,11 @@
 //!
 //! The extension must not link libtcl: every Tcl call goes through the stubs
 //! table that `Tcl_InitStubs` fills in at load time, so one build works with any
-//! Tcl 8.6 `tclsh`. Tcl's location comes from `tclConfig.sh`, found through the
-//! `TCL_CONFIG` environment variable or the usual Debian/Unix places.
+//! `tclsh` of the same major version. Tcl's location comes from `tclConfig.sh`,
+//! found through the `TCL_CONFIG` environment variable or the usual Debian/Unix
+//! places. Built against Tcl 9 (`TCL_MAJOR_VERSION` 9), the Rust side gets
+//! `cfg(tcl9)` (Tcl 9's string form, see src/tcl/utf.rs); the Makefile then
+//! builds in its own target folder and names the library libtcl9websocket.so.
 
 use std::collections::HashMap;
 use std::env;
@@ -25,7 +28,7 @@ const CANDIDATES: &[&str] = &[
 fn read_config(path: &Path) -> HashMap<String, String> {
     let out = Command::new("sh")
         .arg("-c")
-        .arg(r#". "$0" && printf '%s\n%s\n' "$TCL_INCLUDE_SPEC" "$TCL_STUB_LIB_PATH""#)
+        .arg(r#". "$0" && printf '%s\n%s\n%s\n' "$TCL_INCLUDE_SPEC" "$TCL_STUB_LIB_PATH" "$TCL_MAJOR_VERSION""#)
         .arg(path)
         .output()
         .unwrap_or_else(|e| panic!("cannot run sh on {}: {e}", path.display()));
@@ -33,7 +36,7 @@ fn read_config(path: &Path) -> HashMap<String, String> {
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
     let mut vars = HashMap::new();
-    for key in ["TCL_INCLUDE_SPEC", "TCL_STUB_LIB_PATH"] {
+    for key in ["TCL_INCLUDE_SPEC", "TCL_STUB_LIB_PATH", "TCL_MAJOR_VERSION"] {
         let v = lines.next().unwrap_or("").trim();
         if !v.is_empty() {
             vars.insert(key.to_string(), v.to_string());
@@ -44,6 +47,7 @@ fn read_config(path: &Path) -> HashMap<String, String> {
 
 fn main() {
     println!("cargo:rerun-if-env-changed=TCL_CONFIG");
+    println!("cargo::rustc-check-cfg=cfg(tcl9)");
     println!("cargo:rerun-if-changed=src/tcl/shim.c");
     let config = env::var_os("TCL_CONFIG")
         .map(PathBuf::from)
@@ -59,6 +63,18 @@ fn main() {
         vars.get("TCL_STUB_LIB_PATH")
             .expect("TCL_STUB_LIB_PATH missing from tclConfig.sh"),
     );
+
+    let major = vars
+        .get("TCL_MAJOR_VERSION")
+        .and_then(|v| v.parse::<u32>().ok())
+        .expect("TCL_MAJOR_VERSION missing from tclConfig.sh");
+    assert!(
+        major == 8 || major == 9,
+        "Tcl {major} is not supported (8.6 or 9)"
+    );
+    if major == 9 {
+        println!("cargo:rustc-cfg=tcl9");
+    }
 
     let mut build = cc::Build::new();
     build.file("src/tcl/shim.c").define("USE_TCL_STUBS", None);

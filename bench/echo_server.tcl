@@ -2,7 +2,7 @@
 # Wrapper around examples/echo_server.tcl for bench/run.sh (the example is
 # used unmodified).  Same arguments as the example.  Which package it loads
 # is decided by the example itself: WEBSOCKET_PKG set -> that directory is
-# appended to auto_path (tcllib, 1.4.2); unset -> the checkout (ours, 1.5.0).
+# appended to auto_path (tcllib, 1.4.2); unset -> the checkout (ours, 1.7.0).
 #
 # Once the event loop runs, reports on stderr
 #     websocket VERSION: LOAD-SCRIPT

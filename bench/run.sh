@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# WebSocket echo benchmark: tcllib 1.4.2 (pure Tcl) vs ours (Rust, 1.5.0)
+# WebSocket echo benchmark: tcllib 1.4.2 (pure Tcl) vs ours (Rust, 1.7.0)
 # vs node `ws` 8, all driven by bench/loadgen over loopback.
 #
 #   bench/run.sh                              # full run (long!)
@@ -121,7 +121,7 @@ start_server() {
     case $name in
         tcllib) cmd=(env WEBSOCKET_PKG="$TCLLIB_DIR" BENCH_EXPECT_VERSION=1.4.2
                      "$TCLSH" "$BENCH/echo_server.tcl" -port 0 -quiet 1) ;;
-        ours)   cmd=(env -u WEBSOCKET_PKG BENCH_EXPECT_VERSION=1.5.0
+        ours)   cmd=(env -u WEBSOCKET_PKG BENCH_EXPECT_VERSION=1.7.0
                      "$TCLSH" "$BENCH/echo_server.tcl" -port 0 -quiet 1) ;;
         node)   cmd=("$NODE" "$BENCH/node/server.js" -port 0) ;;
     esac

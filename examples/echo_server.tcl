@@ -24,9 +24,11 @@ array set opt $argv
 proc log {msg} { if {!$::opt(-quiet)} { puts stderr $msg } }
 
 # A request head must arrive within 10 s and 16 KiB: a stalled or endless
-# one cannot hold a socket (or memory) forever.
+# one cannot hold a socket (or memory) forever. It is read as ISO 8859-1,
+# where every byte is a character: Tcl 9 channels decode strictly by default
+# and `gets` would raise an error on a request line that is not UTF-8.
 proc accept {sock addr port} {
-    fconfigure $sock -translation crlf -blocking 0 -buffering full
+    fconfigure $sock -translation crlf -encoding iso8859-1 -blocking 0 -buffering full
     set ::head($sock) {}
     set ::deadline($sock) [after 10000 [list finish $sock 408 "Request Timeout"]]
     fileevent $sock readable [list read_head $sock]

@@ -8,7 +8,7 @@
 #	an `after` guard; everything listens on 127.0.0.1 only; every server a
 #	test starts is stopped by that test (cleanup_all in -cleanup).
 
-package require Tcl 8.6
+package require Tcl 8.6-
 package require tcltest 2.2
 namespace import -force ::tcltest::*
 
@@ -18,7 +18,11 @@ set ::rootdir [file dirname $::testsdir]
 if {[lindex $::auto_path 0] ne $::rootdir} {
     set ::auto_path [linsert $::auto_path 0 $::rootdir]
 }
-package require websocket 1.5.0
+package require websocket 1.7.0
+# The library built for the running Tcl: libwebsocket (8.6) or
+# libtcl9websocket (Tcl 9, `make TCL_CONFIG=...`), as pkgIndex.tcl picks it.
+set ::libname [expr {[package vsatisfies [package provide Tcl] 9-] ? "libtcl9websocket" : "libwebsocket"}]
+set ::libfile [file join $::rootdir target release $::libname[info sharedlibextension]]
 
 # ---------------------------------------------------------------------------
 # Constraints
@@ -73,6 +77,9 @@ unset ::__err
 constraint linux [expr {$::tcl_platform(os) eq "Linux" && [file isdirectory /proc/self/task]}] \
     "not Linux with /proc"
 constraint ldd [expr {[llength [auto_execok ldd]] > 0}] "no ldd"
+# The Tcl version a test is for: a skip for the other version is no
+# missing tool (all.tcl never counts it as a failure).
+testConstraint tcl9 [package vsatisfies [package provide Tcl] 9-]
 
 # ---------------------------------------------------------------------------
 # Bounded waits

@@ -21,14 +21,19 @@ set -u
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 tclsh="${TCLSH:-tclsh}"
-lib="$root/target/release/libwebsocket.so"
+# The library for that tclsh: libwebsocket (8.6) or libtcl9websocket (9).
+if [ "$(echo 'puts [package vsatisfies [package provide Tcl] 9-]' | "$tclsh")" = 1 ]; then
+    lib="$root/target/release/libtcl9websocket.so"
+else
+    lib="$root/target/release/libwebsocket.so"
+fi
 
 if ! command -v valgrind >/dev/null 2>&1; then
     echo "valgrind.sh: valgrind is not installed" >&2
     exit 2
 fi
 if [ ! -f "$lib" ]; then
-    echo "valgrind.sh: $lib not built (cargo build --release)" >&2
+    echo "valgrind.sh: $lib not built (make, or make TCL_CONFIG=... for Tcl 9)" >&2
     exit 2
 fi
 
@@ -49,9 +54,9 @@ summary="$(grep -o 'ERROR SUMMARY: [0-9]* errors' "$log" | tail -n 1)"
 # Error blocks (blank-line separated, with a stack) that involve our library.
 ours="$(awk '
     { sub(/^==[0-9]+== ?/, "") }
-    /^$/ { if (blk ~ /(at|by) 0x/ && blk ~ /websocket::|libwebsocket|shim\.c/) n++; blk = ""; next }
+    /^$/ { if (blk ~ /(at|by) 0x/ && blk ~ /websocket::|libwebsocket|libtcl9websocket|shim\.c/) n++; blk = ""; next }
     { blk = blk "\n" $0 }
-    END { if (blk ~ /(at|by) 0x/ && blk ~ /websocket::|libwebsocket|shim\.c/) n++; print n + 0 }
+    END { if (blk ~ /(at|by) 0x/ && blk ~ /websocket::|libwebsocket|libtcl9websocket|shim\.c/) n++; print n + 0 }
 ' "$log")"
 echo "valgrind.sh: exit status $status; ${summary:-no ERROR SUMMARY}; $ours error(s) involve libwebsocket"
 grep -E 'definitely lost:|suppressed:' "$log" | sed 's/^==[0-9]*== */valgrind.sh:   /'

@@ -976,8 +976,9 @@ const COMMANDS: &[(&str, CommandFn)] = &[
 ];
 
 /// Creates the `::websocket::*` commands (replacing any of those names, as
-/// re-sourcing a Tcl package redefines its procs) bound to `state`, and
-/// provides the package.
+/// re-sourcing a Tcl package redefines its procs) bound to `state`, makes
+/// them reachable as `websocket open ...` (the ensemble tcllib 1.5+ makes),
+/// and provides the package.
 fn bind(state: &Rc<State>) -> Result<(), TclError> {
     let interp = state.interp;
     for (name, f) in COMMANDS {
@@ -988,11 +989,28 @@ fn bind(state: &Rc<State>) -> Result<(), TclError> {
             command_deleted,
         );
     }
+    if !interp.eval_keep_state(ENSEMBLE) {
+        return Err(TclError::plain(
+            "websocket: cannot create the ::websocket ensemble",
+        ));
+    }
     if !interp.pkg_provide("websocket", crate::VERSION) {
         return Err(TclError::InInterp);
     }
     Ok(())
 }
+
+/// tcllib 1.5 and later: `namespace export {[a-z]*}` and `namespace ensemble
+/// create` in `::websocket`, so every command is also `websocket NAME ...`.
+/// An ensemble already there (a reload that kept the namespace) is kept.
+const ENSEMBLE: &str = r#"
+    ::namespace eval ::websocket {
+        ::namespace export {[a-z]*}
+        if {![::namespace ensemble exists ::websocket]} {
+            ::namespace ensemble create
+        }
+    }
+"#;
 
 /// `websocket_reinit`, hidden: see [`init`].
 fn reinit(state: &State, _interp: Interp, args: &[ObjRef]) -> crate::tcl::CmdResult {

@@ -116,7 +116,7 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
             })?;
             &text_storage
         }
-        Some(m) => m.byte_array(),
+        Some(m) => m.byte_array(Some(interp)).ok_or(TclError::InInterp)?,
     };
     if opcode == frame::OP_CONTINUATION && !conn.outgoing.in_message() {
         return Err(TclError::ws("No message in progress to continue", &[]));

@@ -157,7 +157,8 @@ pub fn upgrade(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
 }
 
 /// `validate hdrs`: tcllib's check of an opening handshake's headers. Returns
-/// a dict with `key`, `version` and, when offered, `protocols`.
+/// a dict with `key`, `version` and `protocols` (an empty list when none is
+/// offered, as tcllib 1.6 answers).
 pub fn validate(_st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     if objv.len() != 2 {
         return Err(wrong_args(objv, "hdrs"));
@@ -190,6 +191,9 @@ pub fn validate(_st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
             1 => out.extend([Obj::string("key"), Obj::string(&v.key)]),
             _ => out.extend([Obj::string("protocols"), Obj::list_of_strings(&v.protocols)]),
         }
+    }
+    if !seen[2] {
+        out.extend([Obj::string("protocols"), Obj::list(&[])]);
     }
     Ok(Some(Obj::list(&out)))
 }

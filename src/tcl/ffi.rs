@@ -41,7 +41,11 @@ extern "C" {
     pub fn ws_new_string_uninit(n: isize, out: *mut *mut Tcl_Obj) -> *mut c_char;
     pub fn ws_new_bytearray(b: *const c_uchar, n: isize) -> *mut Tcl_Obj;
     pub fn ws_get_string(o: *mut Tcl_Obj, n: *mut isize) -> *const c_char;
-    pub fn ws_get_bytearray(o: *mut Tcl_Obj, n: *mut isize) -> *mut c_uchar;
+    pub fn ws_get_bytearray(
+        interp: *mut Tcl_Interp,
+        o: *mut Tcl_Obj,
+        n: *mut isize,
+    ) -> *mut c_uchar;
     pub fn ws_new_wide(v: i64) -> *mut Tcl_Obj;
     pub fn ws_get_wide(interp: *mut Tcl_Interp, o: *mut Tcl_Obj, v: *mut i64) -> c_int;
     pub fn ws_get_boolean(interp: *mut Tcl_Interp, o: *mut Tcl_Obj, v: *mut c_int) -> c_int;

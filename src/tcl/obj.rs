@@ -60,16 +60,22 @@ impl<'a> ObjRef<'a> {
         utf::tcl_to_utf8(self.tcl_bytes())
     }
 
-    /// The value as bytes (`binary` semantics: each character's low 8 bits).
-    pub fn byte_array(&self) -> &'a [u8] {
+    /// The value as bytes (`binary` semantics). Tcl 8.6 takes each
+    /// character's low 8 bits; Tcl 9 refuses a string holding a character
+    /// above U+00FF, as its own byte commands do: `None` then, with Tcl's
+    /// message in `interp` if given.
+    pub fn byte_array(&self, interp: Option<Interp>) -> Option<&'a [u8]> {
         let mut n: isize = 0;
         // SAFETY: as tcl_bytes; the byte array rep stays until the object changes.
         unsafe {
-            let p = ffi::ws_get_bytearray(self.as_ptr(), &mut n);
-            if n == 0 {
-                return &[];
+            let p = ffi::ws_get_bytearray(raw(interp), self.as_ptr(), &mut n);
+            if p.is_null() {
+                return None;
             }
-            std::slice::from_raw_parts(p, n as usize)
+            if n == 0 {
+                return Some(&[]);
+            }
+            Some(std::slice::from_raw_parts(p, n as usize))
         }
     }
 

@@ -3,6 +3,11 @@
  * table (USE_TCL_STUBS), for the calls that are macros in tcl.h or that need
  * Tcl's own allocator. Sizes cross as ptrdiff_t so the Rust side is the same
  * for Tcl 8.6 (int) and Tcl 9 (Tcl_Size).
+ *
+ * The same file is compiled against Tcl 8.6's headers (libwebsocket.so) and
+ * against Tcl 9's (libtcl9websocket.so): Tcl_InitStubs is a macro that puts
+ * in the stubs magic of the headers' Tcl, and every size Tcl reads or writes
+ * is a Tcl_Size, which is int in 8.6 and ptrdiff_t in 9.
  */
 #include <tcl.h>
 #include <stddef.h>
@@ -10,6 +15,11 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+
+#ifndef TCL_SIZE_MAX
+/* Tcl 8.6.13's headers predate Tcl_Size (8.6.14 and 8.7 have it). */
+typedef int Tcl_Size;
+#endif
 
 /* Implemented in Rust (src/tcl/event.rs). */
 typedef struct {
@@ -24,8 +34,10 @@ extern void websocket_service_end(void *run);
 extern int websocket_sources_setup(int flags);
 extern void websocket_sources_check(void);
 
+/* "8.6-": any Tcl from 8.6 on whose stubs table fits these headers (the
+ * stub library itself refuses a Tcl of another major version, with a message). */
 int ws_init_stubs(Tcl_Interp *interp) {
-    return Tcl_InitStubs(interp, "8.6", 0) != NULL;
+    return Tcl_InitStubs(interp, "8.6-", 0) != NULL;
 }
 
 /* ---- objects ---- */
@@ -35,21 +47,29 @@ Tcl_Obj *ws_new_obj(void) { return Tcl_NewObj(); }
 /* A string object of n bytes whose contents the caller writes (Tcl's internal UTF-8). */
 char *ws_new_string_uninit(ptrdiff_t n, Tcl_Obj **out) {
     Tcl_Obj *o = Tcl_NewObj();
-    Tcl_SetObjLength(o, (int)n);
+    Tcl_SetObjLength(o, (Tcl_Size)n);
     *out = o;
     return o->bytes;
 }
-Tcl_Obj *ws_new_bytearray(const unsigned char *b, ptrdiff_t n) { return Tcl_NewByteArrayObj(b, (int)n); }
+Tcl_Obj *ws_new_bytearray(const unsigned char *b, ptrdiff_t n) { return Tcl_NewByteArrayObj(b, (Tcl_Size)n); }
 const char *ws_get_string(Tcl_Obj *o, ptrdiff_t *n) {
-    int len = 0;
+    Tcl_Size len = 0;
     const char *s = Tcl_GetStringFromObj(o, &len);
     *n = len;
     return s;
 }
-unsigned char *ws_get_bytearray(Tcl_Obj *o, ptrdiff_t *n) {
-    int len = 0;
+/* The value's bytes. Tcl 8.6 takes each character's low 8 bits; Tcl 9
+ * refuses a string with a character above U+00FF: NULL then, with Tcl's
+ * message ("expected byte sequence but character ...") in `interp` if given. */
+unsigned char *ws_get_bytearray(Tcl_Interp *interp, Tcl_Obj *o, ptrdiff_t *n) {
+    Tcl_Size len = 0;
+#if TCL_MAJOR_VERSION >= 9
+    unsigned char *b = Tcl_GetBytesFromObj(interp, o, &len);
+#else
     unsigned char *b = Tcl_GetByteArrayFromObj(o, &len);
-    *n = len;
+    (void)interp;
+#endif
+    *n = b == NULL ? 0 : len;
     return b;
 }
 Tcl_Obj *ws_new_wide(long long v) { return Tcl_NewWideIntObj((Tcl_WideInt)v); }
@@ -61,9 +81,9 @@ int ws_get_wide(Tcl_Interp *interp, Tcl_Obj *o, long long *v) {
 }
 int ws_get_boolean(Tcl_Interp *interp, Tcl_Obj *o, int *v) { return Tcl_GetBooleanFromObj(interp, o, v); }
 int ws_get_double(Tcl_Interp *interp, Tcl_Obj *o, double *v) { return Tcl_GetDoubleFromObj(interp, o, v); }
-Tcl_Obj *ws_new_list(ptrdiff_t n, Tcl_Obj *const *objv) { return Tcl_NewListObj((int)n, objv); }
+Tcl_Obj *ws_new_list(ptrdiff_t n, Tcl_Obj *const *objv) { return Tcl_NewListObj((Tcl_Size)n, objv); }
 int ws_list_elements(Tcl_Interp *interp, Tcl_Obj *list, ptrdiff_t *n, Tcl_Obj ***elems) {
-    int c = 0;
+    Tcl_Size c = 0;
     int r = Tcl_ListObjGetElements(interp, list, &c, elems);
     *n = c;
     return r;
@@ -75,7 +95,7 @@ Tcl_Obj *ws_get_result(Tcl_Interp *interp) { return Tcl_GetObjResult(interp); }
 void ws_reset_result(Tcl_Interp *interp) { Tcl_ResetResult(interp); }
 void ws_set_error_code(Tcl_Interp *interp, Tcl_Obj *code) { Tcl_SetObjErrorCode(interp, code); }
 int ws_eval_objv(Tcl_Interp *interp, ptrdiff_t objc, Tcl_Obj *const *objv, int global) {
-    return Tcl_EvalObjv(interp, (int)objc, objv, global ? TCL_EVAL_GLOBAL : 0);
+    return Tcl_EvalObjv(interp, (Tcl_Size)objc, objv, global ? TCL_EVAL_GLOBAL : 0);
 }
 int ws_eval_global(Tcl_Interp *interp, Tcl_Obj *script) { return Tcl_EvalObjEx(interp, script, TCL_EVAL_GLOBAL); }
 void ws_background_exception(Tcl_Interp *interp, int code) { Tcl_BackgroundException(interp, code); }
@@ -137,7 +157,7 @@ Tcl_Obj *ws_get_var(Tcl_Interp *interp, const char *name) {
 void ws_write_stdout(const char *s, ptrdiff_t n) {
     Tcl_Channel c = Tcl_GetStdChannel(TCL_STDOUT);
     if (c != NULL) {
-        Tcl_WriteChars(c, s, (int)n);
+        Tcl_WriteChars(c, s, (Tcl_Size)n);
         Tcl_Flush(c);
     }
 }
@@ -156,7 +176,7 @@ static void ws_run_calls(void *run) {
     while (websocket_service_next(run, &call)) {
         int code;
         Tcl_Preserve(call.interp);
-        code = Tcl_EvalObjv(call.interp, (int)call.objc, call.objv, TCL_EVAL_GLOBAL);
+        code = Tcl_EvalObjv(call.interp, (Tcl_Size)call.objc, call.objv, TCL_EVAL_GLOBAL);
         websocket_service_done(run, code);
         Tcl_Release(call.interp);
     }
@@ -232,8 +252,8 @@ int ws_set_channel_option(Tcl_Interp *interp, Tcl_Channel chan, const char *opt,
 }
 int ws_flush(Tcl_Channel chan) { return Tcl_Flush(chan); }
 ptrdiff_t ws_input_buffered(Tcl_Channel chan) { return Tcl_InputBuffered(chan); }
-ptrdiff_t ws_read(Tcl_Channel chan, char *buf, ptrdiff_t n) { return Tcl_Read(chan, buf, (int)n); }
-ptrdiff_t ws_write(Tcl_Channel chan, const char *buf, ptrdiff_t n) { return Tcl_Write(chan, buf, (int)n); }
+ptrdiff_t ws_read(Tcl_Channel chan, char *buf, ptrdiff_t n) { return Tcl_Read(chan, buf, (Tcl_Size)n); }
+ptrdiff_t ws_write(Tcl_Channel chan, const char *buf, ptrdiff_t n) { return Tcl_Write(chan, buf, (Tcl_Size)n); }
 int ws_eof(Tcl_Channel chan) { return Tcl_Eof(chan); }
 int ws_input_blocked(Tcl_Channel chan) { return Tcl_InputBlocked(chan); }
 /* Output Tcl still holds for a non-blocking channel is written by its

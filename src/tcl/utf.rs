@@ -1,8 +1,27 @@
-//! Conversion between real UTF-8 (the wire) and Tcl 8.6's internal string
-//! form, which writes NUL as `C0 80` and a character above U+FFFF as a
-//! surrogate pair of two 3-byte sequences. Pure functions, no FFI.
+//! Conversion between real UTF-8 (the wire) and Tcl's internal string form.
+//! Both Tcl 8.6 and Tcl 9 write NUL as `C0 80`; a character above U+FFFF is
+//! a surrogate pair of two 3-byte sequences in 8.6 and itself (4 bytes, as in
+//! UTF-8) in 9. Pure functions, no FFI: the form is a parameter, and the
+//! build's own (`NATIVE`) is the one of the Tcl whose headers the C shim was
+//! compiled against (build.rs sets `cfg(tcl9)` for Tcl 9).
 
 use std::borrow::Cow;
+
+/// Tcl's internal string form: how characters above U+FFFF are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// Tcl 8.6: as a surrogate pair (6 bytes).
+    Tcl8,
+    /// Tcl 9: as themselves (4 bytes).
+    Tcl9,
+}
+
+/// The form of the Tcl this library is built for.
+#[cfg(not(tcl9))]
+pub const NATIVE: Form = Form::Tcl8;
+/// The form of the Tcl this library is built for.
+#[cfg(tcl9)]
+pub const NATIVE: Form = Form::Tcl9;
 
 /// A Tcl string held a lone surrogate, which has no UTF-8 form.
 #[derive(Debug, PartialEq, Eq)]
@@ -15,11 +34,16 @@ fn is_plain_ascii(b: &[u8]) -> bool {
 
 /// Bytes Tcl's internal form needs for the valid UTF-8 in `utf8`.
 pub fn tcl_len_of_utf8(utf8: &[u8]) -> usize {
+    tcl_len_of_utf8_in(NATIVE, utf8)
+}
+
+/// Bytes the internal form `form` needs for the valid UTF-8 in `utf8`.
+pub fn tcl_len_of_utf8_in(form: Form, utf8: &[u8]) -> usize {
     let mut extra = 0usize;
     for &c in utf8 {
         if c == 0 {
             extra += 1; // 00 -> C0 80
-        } else if c >= 0xF0 {
+        } else if c >= 0xF0 && form == Form::Tcl8 {
             extra += 2; // 4 bytes -> 6 bytes
         }
     }
@@ -29,6 +53,12 @@ pub fn tcl_len_of_utf8(utf8: &[u8]) -> usize {
 /// Writes the Tcl form of valid UTF-8 `utf8` into `out`, which must be
 /// exactly `tcl_len_of_utf8(utf8)` long.
 pub fn utf8_to_tcl_into(utf8: &[u8], out: &mut [u8]) {
+    utf8_to_tcl_into_in(NATIVE, utf8, out)
+}
+
+/// Writes the internal form `form` of valid UTF-8 `utf8` into `out`, which
+/// must be exactly `tcl_len_of_utf8_in(form, utf8)` long.
+pub fn utf8_to_tcl_into_in(form: Form, utf8: &[u8], out: &mut [u8]) {
     if utf8.len() == out.len() && is_plain_ascii(utf8) {
         out.copy_from_slice(utf8);
         return;
@@ -42,7 +72,7 @@ pub fn utf8_to_tcl_into(utf8: &[u8], out: &mut [u8]) {
             out[o + 1] = 0x80;
             o += 2;
             i += 1;
-        } else if c >= 0xF0 {
+        } else if c >= 0xF0 && form == Form::Tcl8 {
             let cp = ((c as u32 & 0x07) << 18)
                 | ((utf8[i + 1] as u32 & 0x3F) << 12)
                 | ((utf8[i + 2] as u32 & 0x3F) << 6)
@@ -68,12 +98,17 @@ pub fn utf8_to_tcl_into(utf8: &[u8], out: &mut [u8]) {
 
 /// The Tcl form of valid UTF-8, as an owned or borrowed buffer.
 pub fn utf8_to_tcl(utf8: &[u8]) -> Cow<'_, [u8]> {
-    let n = tcl_len_of_utf8(utf8);
+    utf8_to_tcl_in(NATIVE, utf8)
+}
+
+/// The internal form `form` of valid UTF-8, as an owned or borrowed buffer.
+pub fn utf8_to_tcl_in(form: Form, utf8: &[u8]) -> Cow<'_, [u8]> {
+    let n = tcl_len_of_utf8_in(form, utf8);
     if n == utf8.len() && is_plain_ascii(utf8) {
         return Cow::Borrowed(utf8);
     }
     let mut out = vec![0u8; n];
-    utf8_to_tcl_into(utf8, &mut out);
+    utf8_to_tcl_into_in(form, utf8, &mut out);
     Cow::Owned(out)
 }
 
@@ -120,7 +155,8 @@ fn push_char(out: &mut Vec<u8>, cp: u32) {
     out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
 }
 
-/// Real UTF-8 for the bytes of a Tcl string (its internal form).
+/// Real UTF-8 for the bytes of a Tcl string (its internal form, either
+/// Tcl's: a 4-byte sequence is read as itself, a surrogate pair is joined).
 pub fn tcl_to_utf8(tcl: &[u8]) -> Result<Cow<'_, [u8]>, LoneSurrogate> {
     let first = match tcl.iter().position(|&c| c >= 0x80) {
         None => return Ok(Cow::Borrowed(tcl)),
@@ -181,9 +217,11 @@ mod tests {
     use super::*;
 
     fn roundtrip(s: &str) {
-        let tcl = utf8_to_tcl(s.as_bytes()).into_owned();
-        assert_eq!(tcl.len(), tcl_len_of_utf8(s.as_bytes()));
-        assert_eq!(tcl_to_utf8(&tcl).unwrap().as_ref(), s.as_bytes(), "{s:?}");
+        for form in [Form::Tcl8, Form::Tcl9] {
+            let tcl = utf8_to_tcl_in(form, s.as_bytes()).into_owned();
+            assert_eq!(tcl.len(), tcl_len_of_utf8_in(form, s.as_bytes()));
+            assert_eq!(tcl_to_utf8(&tcl).unwrap().as_ref(), s.as_bytes(), "{s:?}");
+        }
     }
 
     #[test]
@@ -194,21 +232,33 @@ mod tests {
 
     #[test]
     fn nul_becomes_c0_80() {
-        assert_eq!(utf8_to_tcl(b"a\0b").as_ref(), b"a\xC0\x80b");
+        for form in [Form::Tcl8, Form::Tcl9] {
+            assert_eq!(utf8_to_tcl_in(form, b"a\0b").as_ref(), b"a\xC0\x80b");
+        }
         assert_eq!(tcl_to_utf8(b"a\xC0\x80b").unwrap().as_ref(), b"a\0b");
     }
 
     #[test]
-    fn astral_becomes_surrogate_pair() {
+    fn astral_becomes_surrogate_pair_in_tcl8() {
         // U+1F600 -> D83D DE00
         assert_eq!(
-            utf8_to_tcl("\u{1F600}".as_bytes()).as_ref(),
+            utf8_to_tcl_in(Form::Tcl8, "\u{1F600}".as_bytes()).as_ref(),
             b"\xED\xA0\xBD\xED\xB8\x80"
         );
         assert_eq!(
             tcl_to_utf8(b"\xED\xA0\xBD\xED\xB8\x80").unwrap().as_ref(),
             "\u{1F600}".as_bytes()
         );
+    }
+
+    #[test]
+    fn astral_stays_itself_in_tcl9() {
+        let s = "x\u{1F600}\0\u{10FFFF}";
+        assert_eq!(
+            utf8_to_tcl_in(Form::Tcl9, s.as_bytes()).as_ref(),
+            b"x\xF0\x9F\x98\x80\xC0\x80\xF4\x8F\xBF\xBF"
+        );
+        assert_eq!(tcl_len_of_utf8_in(Form::Tcl9, s.as_bytes()), s.len() + 1);
     }
 
     #[test]

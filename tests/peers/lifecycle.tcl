@@ -16,7 +16,7 @@
 
 set root [file normalize [lindex $argv 0]]
 set auto_path [linsert $auto_path 0 $root]
-package require websocket 1.5.0
+package require websocket 1.7.0
 package require Thread
 
 after 50000 {puts "FAIL: lifecycle.tcl timed out"; exit 3}
@@ -111,7 +111,7 @@ puts "step 1 ok"
 # 2. A child interpreter with a live connection is deleted.
 interp create child
 child eval [list set auto_path $auto_path]
-child eval {package require websocket 1.5.0; proc h args {}}
+child eval {package require websocket 1.7.0; proc h args {}}
 child eval [list ::websocket::open $url/child h]
 wait_until {[n srv/child connect]}
 ::websocket::send $::sock(srv/child) text "to the child"
@@ -125,7 +125,7 @@ puts "step 2 ok"
 for {set k 0} {$k < 6} {incr k} {
     set tid [thread::create]
     thread::send $tid [list set auto_path $auto_path]
-    thread::send $tid {package require websocket 1.5.0}
+    thread::send $tid {package require websocket 1.7.0}
     thread::send $tid [list ::websocket::open $url/thread$k {apply {args {}}}]
     wait_until "\[n srv/thread$k connect\]"
     for {set j 0} {$j < 200} {incr j} {
@@ -141,7 +141,7 @@ for {set k 0} {$k < 6} {incr k} {
 # its connection is closed all the same.
 set tid [thread::create]
 thread::send $tid [list set auto_path $auto_path]
-thread::send $tid {package require websocket 1.5.0}
+thread::send $tid {package require websocket 1.7.0}
 thread::send $tid [list ::websocket::open $url/texit {apply {args {}}}]
 wait_until {[n srv/texit connect]}
 ::websocket::send $::sock(srv/texit) text "to the exiting thread"
@@ -150,7 +150,7 @@ wait_until {[n srv/texit disconnect]}
 # ... and one ends with thread::exit called inside its WebSocket handler.
 set tid [thread::create]
 thread::send $tid [list set auto_path $auto_path]
-thread::send $tid {package require websocket 1.5.0}
+thread::send $tid {package require websocket 1.7.0}
 thread::send $tid {proc h {sock type msg} {if {$type eq "text"} {thread::exit}}}
 thread::send $tid [list ::websocket::open $url/thandler h]
 wait_until {[n srv/thandler connect]}
