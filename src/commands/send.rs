@@ -52,8 +52,14 @@ fn type_name(opcode: u8) -> String {
 /// `send $sock 8 ?payload?`, which scripts written for tcllib use to send
 /// a close frame: `close` with the payload's code and reason (a payload of
 /// a 2-byte code, big-endian, then UTF-8 text; empty for no code).
-fn send_close(st: &State, sock: &str, payload: Option<ObjRef>) -> CmdResult {
-    let bytes = payload.map(|p| p.byte_array().to_vec()).unwrap_or_default();
+fn send_close(st: &State, interp: Interp, sock: &str, payload: Option<ObjRef>) -> CmdResult {
+    let bytes = match payload {
+        Some(p) => p
+            .byte_array(Some(interp))
+            .ok_or(TclError::InInterp)?
+            .to_vec(),
+        None => Vec::new(),
+    };
     let (code, reason) = match bytes.len() {
         0 => (None, String::new()),
         1 => {
@@ -64,9 +70,8 @@ fn send_close(st: &State, sock: &str, payload: Option<ObjRef>) -> CmdResult {
         }
         _ => {
             let code = u16::from_be_bytes([bytes[0], bytes[1]]) as i64;
-            let reason = String::from_utf8(bytes[2..].to_vec()).map_err(|_| {
-                TclError::ws("The close reason is not valid UTF-8", &["CLOSE"])
-            })?;
+            let reason = String::from_utf8(bytes[2..].to_vec())
+                .map_err(|_| TclError::ws("The close reason is not valid UTF-8", &["CLOSE"]))?;
             (Some(code), reason)
         }
     };
@@ -92,7 +97,7 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let opcode = opcode_of(objv[2])?;
     if opcode == frame::OP_CLOSE {
         drop(conns);
-        return send_close(st, &sock, objv.get(3).copied());
+        return send_close(st, interp, &sock, objv.get(3).copied());
     }
     let fin = match objv.get(4) {
         Some(f) => f.get_boolean(Some(interp)).ok_or(TclError::InInterp)?,
