@@ -10,19 +10,8 @@
 # after 60 s.
 lassign $argv port count size
 after 60000 {exit 3}
-set s [socket 127.0.0.1 $port]
-fconfigure $s -translation binary -buffering full -buffersize 65536
-puts -nonewline $s "GET /flood HTTP/1.1\r\nHost: 127.0.0.1:$port\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-flush $s
-set head ""
-while {[string first "\r\n\r\n" $head] < 0} {
-    set c [read $s 1]
-    if {$c eq ""} {puts "no handshake"; exit 2}
-    append head $c
-}
-if {![string match "HTTP/1.1 101 *" $head]} {puts "refused: $head"; exit 2}
-puts "handshake ok"
-flush stdout
+source [file join [file dirname [info script]] raw_handshake.tcl]
+set s [raw_connect $port 65536]
 # A masked binary frame with a zero mask key (the payload goes out as is).
 set frame [binary format ccWu 0x82 [expr {0x80 | 127}] $size]\x00\x00\x00\x00[string repeat b $size]
 set n 0

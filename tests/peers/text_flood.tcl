@@ -9,19 +9,8 @@
 # for stdin EOF and exits. Gives up (exit 3) after 60 s.
 lassign $argv port count
 after 60000 {exit 3}
-set s [socket 127.0.0.1 $port]
-fconfigure $s -translation binary -buffering full -buffersize 1048576
-puts -nonewline $s "GET /flood HTTP/1.1\r\nHost: 127.0.0.1:$port\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-flush $s
-set head ""
-while {[string first "\r\n\r\n" $head] < 0} {
-    set c [read $s 1]
-    if {$c eq ""} {puts "no handshake"; exit 2}
-    append head $c
-}
-if {![string match "HTTP/1.1 101 *" $head]} {puts "refused: $head"; exit 2}
-puts "handshake ok"
-flush stdout
+source [file join [file dirname [info script]] raw_handshake.tcl]
+set s [raw_connect $port 1048576]
 # Masked text frames with a zero mask key (the payload goes out as is).
 proc frame {text} {
     return [binary format cc 0x81 [expr {0x80 | [string length $text]}]]\x00\x00\x00\x00$text
