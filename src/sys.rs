@@ -128,9 +128,14 @@ pub fn send_vectored(
 
 /// The local time as Tcl's `clock format [clock seconds]` writes it.
 pub fn local_time() -> String {
+    // The same clock as `clock seconds` (gettimeofday): time() reads a
+    // coarse clock that can lag it by a tick just after a second begins.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as libc::time_t)
+        .unwrap_or(0);
     // SAFETY: localtime_r and strftime write only into our buffers.
     unsafe {
-        let t = libc::time(std::ptr::null_mut());
         let mut tm: libc::tm = std::mem::zeroed();
         libc::localtime_r(&t, &mut tm);
         let mut buf = [0u8; 64];

@@ -18,7 +18,7 @@ set t [thread::create]
 thread::send $t [list set auto_path [linsert $auto_path 0 $root]]
 thread::send $t [list set case $case]
 thread::send $t [list set port $port]
-thread::send $t {
+set listening [thread::send $t {
     package require websocket
     ::websocket::loglevel emergency
     proc h {sock type msg} {
@@ -57,9 +57,15 @@ thread::send $t {
         set ::srv [socket -server accept -myaddr 127.0.0.1 0]
         ::websocket::server $::srv
         ::websocket::live $::srv * h
-        puts "listening [lindex [fconfigure $::srv -sockname] 2]"
-        flush stdout
+        lindex [fconfigure $::srv -sockname] 2
     }
+}]
+# Printed here, once thread::send has its answer: printed by the thread,
+# the peer could connect and the thread exit before that answer came back
+# ("target thread died").
+if {$case ne "close"} {
+    puts "listening $listening"
+    flush stdout
 }
 proc watch {} {
     if {$::t ni [thread::names]} {
