@@ -138,6 +138,20 @@ pub fn takeover(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         .get(4)
         .map(|o| o.to_owned())
         .unwrap_or_else(|| Obj::string(""));
+    // A socket the package owns already (tcllib servers call takeover right
+    // after upgrade, or again later): as tcllib, the connection stays and
+    // the new handler takes it over, hearing `connect` with the new info.
+    let owned = match st.conns.borrow_mut().get_mut(sock.as_str()) {
+        Some(c) if c.state != ConnState::Closed => {
+            c.set_handler(objv[2].to_owned());
+            true
+        }
+        _ => false,
+    };
+    if owned {
+        st.push(&sock, Kind::Connect, info);
+        return Ok(None);
+    }
     attach_socket(
         st,
         interp,

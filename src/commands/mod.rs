@@ -177,6 +177,19 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Hands the connection to another handler (a repeated `takeover`).
+    pub fn set_handler(&mut self, handler: Obj) {
+        let mut call: Vec<Obj> = match handler.borrow().list_elements(None) {
+            Some(words) => words.iter().map(|w| w.to_owned()).collect(),
+            None => vec![handler.clone()],
+        };
+        call.push(Obj::string(&self.name));
+        self.call = call.into();
+        self.handler = handler;
+    }
+}
+
 /// A handler registered with `live`.
 pub struct Live {
     pub path: String,
