@@ -63,6 +63,10 @@ struct Direct {
     pending: bool,
     /// A close frame went out: nothing may follow it.
     closed: bool,
+    /// The owner's direct write ended inside a frame: the frame's rest is
+    /// queued for the writer (ahead of any other data), and nothing of the
+    /// writer's own (a pong) may go out before it.
+    partial: bool,
 }
 
 /// State both the owner and the connection task read.
@@ -247,6 +251,7 @@ impl Handle {
             self.shared.touch();
         } else {
             d.pending = true;
+            d.partial = written > 0;
         }
         written
     }
@@ -675,6 +680,45 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         Some(out)
     }
 
+    /// Writes the rest of a frame the owner's direct write left unfinished
+    /// (`Direct::partial`), so that a frame of the writer's own can follow.
+    /// The rest is the first data queued since; settings the owner sent
+    /// before it are applied on the way, and a close (which cannot come
+    /// first: `send` refuses once the owner has closed) is left in `next`.
+    async fn finish_partial(
+        &mut self,
+        rx: &mut Receiver<Cmd>,
+        next: &mut Option<Cmd>,
+    ) -> io::Result<()> {
+        if !self.shared.direct().partial {
+            return Ok(());
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(Cmd::Data(rest)) => {
+                    self.shared.direct().partial = false;
+                    let n = rest.len();
+                    let r = self.write_one(rest).await;
+                    self.shared.queued.fetch_sub(n, Ordering::Relaxed);
+                    return r;
+                }
+                Ok(Cmd::Keepalive(k, payload)) => {
+                    self.keepalive = k;
+                    self.ping = payload;
+                }
+                Ok(close @ Cmd::Close(_)) => {
+                    self.shared.direct().partial = false;
+                    *next = Some(close);
+                    return Ok(());
+                }
+                Err(_) => {
+                    self.shared.direct().partial = false;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     /// Takes the socket from the owner's direct writes before we write.
     fn claim(&self) {
         self.shared.direct().pending = true;
@@ -849,6 +893,14 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                         let reply_by = tokio::time::Instant::now() + CLOSE_REPLY_DELAY;
                         match m {
                             Some(FromReader::Pong) => {
+                                // A pong inside a frame the owner began
+                                // writing would corrupt the stream: the
+                                // frame's rest goes first (seen in
+                                // hostile-7.4 when the task woke late).
+                                if self.finish_partial(&mut rx, &mut next).await.is_err() {
+                                    Self::abnormal(&sink, id);
+                                    return;
+                                }
                                 let due = std::mem::take(&mut *self.shared.pong_due());
                                 if !due.is_empty() && !self.close_sent {
                                     self.claim();
