@@ -618,25 +618,21 @@ proc capture_stop {} {
 # Memory of this process (Linux /proc)
 # ---------------------------------------------------------------------------
 
-proc vmrss_kib {} {
+# A field of /proc/self/status in KiB (VmRSS, VmHWM), 0 if absent.
+proc proc_status_kib {field} {
     set f [open /proc/self/status]
     set s [read $f]
     close $f
-    if {[regexp {VmRSS:\s+(\d+)} $s -> kib]} {return $kib}
+    if {[regexp "${field}:\\s+(\\d+)" $s -> kib]} {return $kib}
     return 0
 }
+proc vmrss_kib {} {proc_status_kib VmRSS}
 
 # Peak resident memory while something happens: mem_watch_start resets
 # the kernel's high-water mark (VmHWM, via /proc/self/clear_refs) and also
 # samples VmRSS every 5 ms; mem_watch_stop returns the peak growth in KiB
 # over VmRSS at the start.
-proc vmhwm_kib {} {
-    set f [open /proc/self/status]
-    set s [read $f]
-    close $f
-    if {[regexp {VmHWM:\s+(\d+)} $s -> kib]} {return $kib}
-    return 0
-}
+proc vmhwm_kib {} {proc_status_kib VmHWM}
 proc mem_watch_start {} {
     set ::memw(hwm) [expr {![catch {
         set f [open /proc/self/clear_refs w]

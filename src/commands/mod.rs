@@ -230,9 +230,6 @@ pub struct State {
     /// Depth of handler calls in progress for engine events (handlers may
     /// nest event loops); `send` corks meanwhile.
     delivering: Cell<u32>,
-    /// While an engine event is turned into handler calls: they are queued
-    /// (for the event loop's C side to evaluate) instead of made at once.
-    queueing: Cell<bool>,
     /// Handler calls (and the forgetting that follows some) queued by the
     /// events being delivered, in order; one queue per run of deliveries in
     /// progress, innermost last. A handler that enters `vwait` or `update`
@@ -354,24 +351,15 @@ impl State {
         }
     }
 
-    /// Calls the connection's handler as `{*}$handler $sock $type $msg`, at
-    /// global level; its errors are logged as tcllib does. While an engine
-    /// event is being delivered the call is queued, to be made by the event
-    /// loop right after.
+    /// Queues a call of the connection's handler as `{*}$handler $sock
+    /// $type $msg`, at global level, for the C side to make (the event
+    /// procedure for engine events, the command procedure for commands that
+    /// call handlers: see `with_handler_calls`); its errors are logged as
+    /// tcllib does.
     pub fn push(&self, name: &str, kind: Kind, msg: Obj) {
-        if self.queueing.get() {
-            if let Some(c) = self.conns.borrow().get(name) {
-                self.queue_call(c.id, &c.call, kind, msg);
-            }
-            return;
+        if let Some(c) = self.conns.borrow().get(name) {
+            self.queue_call(c.id, &c.call, kind, msg);
         }
-        // Called at once: the handler may change `conns`, so no borrow is
-        // held across it.
-        let call = match self.conns.borrow().get(name) {
-            Some(c) => c.call.clone(),
-            None => return,
-        };
-        self.call_handler(&call, kind, msg);
     }
 
     fn queue_call(&self, id: u64, call: &[Obj], kind: Kind, msg: Obj) {
@@ -384,6 +372,9 @@ impl State {
 
     fn queue_step(&self, step: Step) {
         let mut steps = self.steps.borrow_mut();
+        // Handler calls are queued only inside a run of deliveries or a
+        // command that makes them (`with_handler_calls`).
+        debug_assert!(!steps.is_empty(), "handler call queued outside a run");
         if steps.is_empty() {
             steps.push(VecDeque::new());
         }
@@ -394,13 +385,9 @@ impl State {
 
     /// Forgets a connection once the handler calls queued before are made.
     fn forget_after(&self, name: &str) {
-        if self.queueing.get() {
-            let id = self.conns.borrow().get(name).map(|c| c.id);
-            if let Some(id) = id {
-                self.queue_step(Step::Forget(id));
-            }
-        } else {
-            self.forget(name);
+        let id = self.conns.borrow().get(name).map(|c| c.id);
+        if let Some(id) = id {
+            self.queue_step(Step::Forget(id));
         }
     }
 
@@ -411,9 +398,7 @@ impl State {
     /// (`event::after_command`), so that no Rust frame is below a handler.
     pub fn with_handler_calls<R>(&self, f: impl FnOnce() -> R) -> R {
         self.steps.borrow_mut().push(VecDeque::new());
-        let outer = self.queueing.replace(true);
         let r = f();
-        self.queueing.set(outer);
         let queued = self.steps.borrow().last().is_some_and(|q| !q.is_empty());
         match self.me.upgrade() {
             Some(me) if queued => crate::tcl::event::after_command(CommandCalls(me)),
@@ -461,31 +446,8 @@ impl State {
         interp.reset_result();
     }
 
-    /// Evaluates `{*}$handler $sock` (`call`) with `kind` and `msg`.
-    fn call_handler(&self, call: &[Obj], kind: Kind, msg: Obj) {
-        let interp = self.interp;
-        interp.preserve();
-        if interp
-            .eval_call(call, &self.kinds[kind as usize], &msg)
-            .is_err()
-        {
-            let res = interp.result().borrow().to_string_lossy();
-            log::log(
-                Level::Error,
-                &format!("Error when executing WebSocket reception handler: {res}"),
-            );
-        }
-        interp.reset_result();
-        interp.release();
-    }
-
+    /// Turns an engine event into state changes and queued handler calls.
     fn deliver(&self, id: u64, event: Event) {
-        let outer = self.queueing.replace(true);
-        self.on_event(id, event);
-        self.queueing.set(outer);
-    }
-
-    fn on_event(&self, id: u64, event: Event) {
         if self.shut.get() {
             return;
         }
@@ -905,7 +867,6 @@ pub fn init(interp: Interp) -> Result<(), TclError> {
             names: RefCell::new(FastMap::default()),
             kinds: KIND_NAMES.iter().map(|k| Obj::string(k)).collect(),
             delivering: Cell::new(0),
-            queueing: Cell::new(false),
             steps: RefCell::new(Vec::new()),
             corked: RefCell::new(Vec::new()),
             idle_flush: RefCell::new(None),

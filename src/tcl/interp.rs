@@ -91,32 +91,6 @@ impl Interp {
         }
     }
 
-    /// Evaluates `prefix... kind msg` at global level without allocating
-    /// for the common short prefixes.
-    pub fn eval_call(&self, prefix: &[Obj], kind: &Obj, msg: &Obj) -> Result<(), c_int> {
-        let n = prefix.len() + 2;
-        let mut stack: [*mut Tcl_Obj; 16] = [std::ptr::null_mut(); 16];
-        let mut heap: Vec<*mut Tcl_Obj> = Vec::new();
-        let words: &mut [*mut Tcl_Obj] = if n <= stack.len() {
-            &mut stack[..n]
-        } else {
-            heap.resize(n, std::ptr::null_mut());
-            &mut heap
-        };
-        for (slot, o) in words.iter_mut().zip(prefix) {
-            *slot = o.as_ptr();
-        }
-        words[n - 2] = kind.as_ptr();
-        words[n - 1] = msg.as_ptr();
-        // SAFETY: live interp; the objects are held by the caller for the call.
-        let r = unsafe { ffi::ws_eval_objv(self.0, n as isize, words.as_ptr(), 1) };
-        if r == ffi::TCL_OK {
-            Ok(())
-        } else {
-            Err(r)
-        }
-    }
-
     /// Evaluates a script at global level.
     pub fn eval_global(&self, script: &Obj) -> Result<(), c_int> {
         // SAFETY: live interp and object.
