@@ -2,7 +2,7 @@
 //! `find`, `configure`, and the package-wide `loglevel`.
 
 use super::{
-    glob_match, log, log::Level, next_id, wrong_args, Conn, ConnState, Kind, State,
+    glob_match, log::Level, next_id, wrong_args, Conn, ConnState, Kind, State,
     DEFAULT_MAX_MESSAGE,
 };
 use crate::engine::bridge as bridge_engine;
@@ -85,7 +85,7 @@ pub fn attach_socket(
     }
     st.push(sock, Kind::Connect, info);
     let kind = if server { "server" } else { "client" };
-    log::log(
+    st.logger.log(
         Level::Debug,
         &format!("{sock} has been registered as a {kind} WebSocket"),
     );
@@ -187,9 +187,9 @@ pub fn close_sock(st: &State, sock: &str, code: Option<i64>, mut reason: String)
         let mut conns = st.conns.borrow_mut();
         let conn = conns
             .get_mut(sock.as_str())
-            .ok_or_else(|| State::not_a_websocket(&sock))?;
+            .ok_or_else(|| st.not_a_websocket(&sock))?;
         if conn.state == ConnState::Closed {
-            log::log(Level::Notice, "Connection already closed");
+            st.logger.log(Level::Notice, "Connection already closed");
             return Ok(None);
         }
         if let Some(c) = code {
@@ -213,11 +213,11 @@ pub fn close_sock(st: &State, sock: &str, code: Option<i64>, mut reason: String)
     }
     let msg = match code {
         Some(c) => {
-            log::log(Level::Info, &format!("Closing web socket: {c} ({reason})"));
+            st.logger.log(Level::Info, &format!("Closing web socket: {c} ({reason})"));
             Obj::list(&[Obj::int(c), Obj::string(&reason)])
         }
         None => {
-            log::log(Level::Info, "Closing web socket");
+            st.logger.log(Level::Info, "Closing web socket");
             Obj::string("")
         }
     };
@@ -236,7 +236,7 @@ pub fn conninfo(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let conns = st.conns.borrow();
     let c = conns
         .get(sock.as_str())
-        .ok_or_else(|| State::not_a_websocket(&sock))?;
+        .ok_or_else(|| st.not_a_websocket(&sock))?;
     let w = what.to_ascii_lowercase();
     let value = if glob_match("peer*", &w, false) {
         Obj::string(
@@ -414,7 +414,7 @@ pub fn configure(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let mut conns = st.conns.borrow_mut();
     let c = conns
         .get_mut(sock.as_str())
-        .ok_or_else(|| State::not_a_websocket(&sock))?;
+        .ok_or_else(|| st.not_a_websocket(&sock))?;
     let ch = parse_changes(interp, &objv[2..])?;
     // What the engine is told, worked out before anything changes.
     let keepalive = match (&ch.keepalive, &ch.ping) {
@@ -444,15 +444,15 @@ pub fn configure(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
 }
 
 /// `loglevel ?level?`
-pub fn loglevel(_st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
+pub fn loglevel(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
     if objv.len() > 2 {
         return Err(wrong_args(objv, "?loglvl?"));
     }
     if let Some(l) = objv.get(1) {
         let l = l.to_string_lossy();
         if !l.is_empty() {
-            log::set(&l);
+            st.logger.set(&l);
         }
     }
-    Ok(Some(Obj::string(log::current())))
+    Ok(Some(Obj::string(st.logger.current())))
 }

@@ -2,7 +2,7 @@
 //! `[<clock format [clock seconds]>] [websocket] [<level>] '<text>'` on stdout.
 
 use crate::tcl::interp::write_stdout;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 pub const LEVELS: [&str; 8] = [
     "debug",
@@ -24,33 +24,46 @@ pub enum Level {
     Error,
 }
 
-/// The level in force. tcllib keeps it per package (one value for all).
-static CURRENT: AtomicUsize = AtomicUsize::new(Level::Error as usize);
-
-pub fn current() -> &'static str {
-    LEVELS[CURRENT.load(Ordering::Relaxed)]
+/// The log level of one interpreter: tcllib's logger is per interpreter,
+/// so each interpreter's `loglevel` is its own.
+pub struct Logger {
+    level: Cell<usize>,
 }
 
-/// Sets the level if `name` is one of logger's levels; others are ignored,
-/// as tcllib's `catch {${log}::setlevel $loglvl}` ignores them.
-pub fn set(name: &str) {
-    if let Some(i) = LEVELS.iter().position(|l| *l == name) {
-        CURRENT.store(i, Ordering::Relaxed);
+impl Default for Logger {
+    fn default() -> Logger {
+        Logger {
+            level: Cell::new(Level::Error as usize),
+        }
     }
 }
 
-pub fn enabled(level: Level) -> bool {
-    level as usize >= CURRENT.load(Ordering::Relaxed)
-}
+impl Logger {
+    pub fn current(&self) -> &'static str {
+        LEVELS[self.level.get()]
+    }
 
-/// Writes one log line if `level` is enabled. Call on an interpreter thread.
-pub fn log(level: Level, text: &str) {
-    if enabled(level) {
-        write_stdout(&format!(
-            "[{}] [websocket] [{}] '{}'\n",
-            crate::sys::local_time(),
-            LEVELS[level as usize],
-            text
-        ));
+    /// Sets the level if `name` is one of logger's levels; others are ignored,
+    /// as tcllib's `catch {${log}::setlevel $loglvl}` ignores them.
+    pub fn set(&self, name: &str) {
+        if let Some(i) = LEVELS.iter().position(|l| *l == name) {
+            self.level.set(i);
+        }
+    }
+
+    pub fn enabled(&self, level: Level) -> bool {
+        level as usize >= self.level.get()
+    }
+
+    /// Writes one log line if `level` is enabled.
+    pub fn log(&self, level: Level, text: &str) {
+        if self.enabled(level) {
+            write_stdout(&format!(
+                "[{}] [websocket] [{}] '{}'\n",
+                crate::sys::local_time(),
+                LEVELS[level as usize],
+                text
+            ));
+        }
     }
 }

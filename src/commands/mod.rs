@@ -148,7 +148,7 @@ impl Conn {
         handle: Handle,
     ) -> Conn {
         let mut call: Vec<Obj> = match handler.borrow().list_elements(None) {
-            Some(words) => words.iter().map(|w| w.to_owned()).collect(),
+            Some(words) => words,
             None => vec![handler.clone()],
         };
         call.push(Obj::string(name));
@@ -181,7 +181,7 @@ impl Conn {
     /// Hands the connection to another handler (a repeated `takeover`).
     pub fn set_handler(&mut self, handler: Obj) {
         let mut call: Vec<Obj> = match handler.borrow().list_elements(None) {
-            Some(words) => words.iter().map(|w| w.to_owned()).collect(),
+            Some(words) => words,
             None => vec![handler.clone()],
         };
         call.push(Obj::string(&self.name));
@@ -243,6 +243,7 @@ pub struct State {
     /// Channels served through the Tcl-channel transport, closed with the interpreter.
     pub bridges: RefCell<Vec<crate::tcl::bridge::Bridge>>,
     pub keys: RefCell<MaskKeys>,
+    pub logger: log::Logger,
     shut: Cell<bool>,
     /// This State, for callbacks that must not keep it alive.
     me: Weak<State>,
@@ -262,8 +263,8 @@ impl State {
     }
 
     /// The error tcllib raises for a name that is no WebSocket.
-    pub fn not_a_websocket(sock: &str) -> TclError {
-        log::log(
+    pub fn not_a_websocket(&self, sock: &str) -> TclError {
+        self.logger.log(
             Level::Warn,
             &format!("{sock} is not a WebSocket connection anymore"),
         );
@@ -438,7 +439,7 @@ impl State {
         let interp = self.interp;
         if code != 0 {
             let res = interp.result().borrow().to_string_lossy();
-            log::log(
+            self.logger.log(
                 Level::Error,
                 &format!("Error when executing WebSocket reception handler: {res}"),
             );
@@ -466,7 +467,7 @@ impl State {
                     c.peer = peer;
                     c.local = local;
                 }
-                log::log(
+                self.logger.log(
                     Level::Debug,
                     &format!("{name} has been registered as a client WebSocket"),
                 );
@@ -490,7 +491,7 @@ impl State {
                 if let Some(c) = self.conns.borrow_mut().get_mut(&name) {
                     c.state = ConnState::Closed;
                 }
-                log::log(
+                self.logger.log(
                     Level::Info,
                     &format!("Closing web socket: {code} ({reason})"),
                 );
@@ -505,9 +506,9 @@ impl State {
                 // tcllib logs (at "error") only a failed accept check; the
                 // other failures reach the script as the event alone.
                 if msg.starts_with("Security handshake failed") {
-                    log::log(Level::Error, "Security handshake failed");
+                    self.logger.log(Level::Error, "Security handshake failed");
                 }
-                log::log(Level::Info, &msg);
+                self.logger.log(Level::Info, &msg);
                 self.push(&name, Kind::Error, Obj::string(&msg));
                 self.forget_after(&name);
             }
@@ -874,6 +875,7 @@ pub fn init(interp: Interp) -> Result<(), TclError> {
             pending: RefCell::new(HashMap::new()),
             bridges: RefCell::new(Vec::new()),
             keys: RefCell::new(MaskKeys::new()),
+            logger: log::Logger::default(),
             shut: Cell::new(false),
             me: weak,
         }

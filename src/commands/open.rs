@@ -1,6 +1,6 @@
 //! `::websocket::open url handler ?-option value ...?`
 
-use super::{log, log::Level, next_id, wrong_args, Conn, ConnState, State, DEFAULT_MAX_MESSAGE};
+use super::{log::Level, next_id, wrong_args, Conn, ConnState, State, DEFAULT_MAX_MESSAGE};
 use crate::engine::client::{self, Request};
 use crate::engine::conn::{self as engine_conn, Options};
 use crate::engine::tls::TlsSettings;
@@ -77,7 +77,7 @@ fn geturl_option_error(interp: Interp, k: &str, v: ObjRef) -> Option<String> {
     })
 }
 
-fn pairs<'a>(interp: Interp, list: ObjRef<'a>) -> Result<Vec<(ObjRef<'a>, ObjRef<'a>)>, TclError> {
+fn pairs(interp: Interp, list: ObjRef) -> Result<Vec<(Obj, Obj)>, TclError> {
     let elems = list.list_elements(Some(interp)).ok_or(TclError::InInterp)?;
     if elems.len() % 2 != 0 {
         // As tcllib's `array set HDR $v` reports it.
@@ -86,7 +86,10 @@ fn pairs<'a>(interp: Interp, list: ObjRef<'a>) -> Result<Vec<(ObjRef<'a>, ObjRef
             code: vec!["TCL".into(), "ARGUMENT".into(), "FORMAT".into()],
         });
     }
-    Ok(elems.chunks(2).map(|c| (c[0], c[1])).collect())
+    Ok(elems
+        .chunks(2)
+        .map(|c| (c[0].clone(), c[1].clone()))
+        .collect())
 }
 
 fn parse_tls(interp: Interp, v: ObjRef) -> Result<TlsSettings, TclError> {
@@ -100,7 +103,7 @@ fn parse_tls(interp: Interp, v: ObjRef) -> Result<TlsSettings, TclError> {
             "-certfile" => s.certfile = Some(PathBuf::from(text)),
             "-keyfile" => s.keyfile = Some(PathBuf::from(text)),
             "-servername" => s.servername = Some(text),
-            "-require" => s.require = Some(val.get_boolean(Some(interp)).ok_or(TclError::InInterp)?),
+            "-require" => s.require = Some(val.borrow().get_boolean(Some(interp)).ok_or(TclError::InInterp)?),
             // Accepted for scripts written for the tls package; rustls decides these.
             "-request" | "-ssl2" | "-ssl3" | "-tls1" | "-tls1.1" | "-tls1.2" | "-tls1.3" | "-cipher" | "-ciphers" | "-autoservername" => {}
             _ => {
@@ -227,7 +230,7 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         keepalive: None,
         ping_payload: Vec::new(),
     };
-    log::log(
+    st.logger.log(
         Level::Debug,
         &format!("Opening WebSocket connection to {url} as {name}"),
     );

@@ -1,6 +1,6 @@
 //! `::websocket::send sock type ?msg? ?final?`
 
-use super::{log, log::Level, wrong_args, ConnState, State};
+use super::{log::Level, wrong_args, ConnState, State};
 use crate::proto::frame;
 use crate::tcl::{CmdResult, Interp, Obj, ObjRef, TclError};
 
@@ -86,9 +86,9 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let mut conns = st.conns.borrow_mut();
     let conn = conns
         .get_mut::<str>(&sock)
-        .ok_or_else(|| State::not_a_websocket(&sock))?;
+        .ok_or_else(|| st.not_a_websocket(&sock))?;
     if conn.state != ConnState::Connected {
-        log::log(
+        st.logger.log(
             Level::Warn,
             &format!("Cannot send along WS {sock}, not connected"),
         );
@@ -173,10 +173,10 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         }
         n
     };
-    if log::enabled(Level::Debug) {
+    if st.logger.enabled(Level::Debug) {
         let dst = if conn.server { "client" } else { "server" };
         let what = if fin { "final fragment" } else { "fragment" };
-        log::log(
+        st.logger.log(
             Level::Debug,
             &format!(
                 "Sent {} bytes long {} {what} to {dst}",

@@ -3,7 +3,7 @@
 //! `validate` and `sec-websocket-accept`.
 
 use super::conn::attach_socket;
-use super::{glob_match, log, log::Level, wrong_args, Live, Pending, State};
+use super::{glob_match, log::Level, wrong_args, Live, Pending, State};
 use crate::proto::handshake;
 use crate::tcl::{CmdResult, Interp, Obj, ObjRef, TclError};
 
@@ -25,7 +25,7 @@ pub fn live(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let sock = objv[1].to_string_lossy();
     let mut servers = st.servers.borrow_mut();
     let lives = servers.get_mut(&sock).ok_or_else(|| {
-        log::log(
+        st.logger.log(
             Level::Warn,
             &format!("{sock} is not a WebSocket server anymore"),
         );
@@ -87,7 +87,7 @@ pub fn test(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     };
     let servers = st.servers.borrow();
     let lives = servers.get(&srv).ok_or_else(|| {
-        log::log(
+        st.logger.log(
             Level::Warn,
             &format!("{srv} is not a WebSocket server anymore"),
         );
@@ -96,7 +96,7 @@ pub fn test(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let valid = match handshake::validate_request_headers(&headers) {
         Ok(v) => v,
         Err(e) => {
-            log::log(
+            st.logger.log(
                 Level::Warn,
                 &format!("Invalid WebSocket request on {cli}: {}", e.message),
             );
@@ -116,7 +116,7 @@ pub fn test(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         }
     }
     let Some((handler, protocol)) = found else {
-        log::log(Level::Warn, &format!("Cannot find any handler for {path}"));
+        st.logger.log(Level::Warn, &format!("Cannot find any handler for {path}"));
         return Ok(Some(Obj::int(0)));
     };
     let query = objv
@@ -144,7 +144,7 @@ pub fn upgrade(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     }
     let sock = objv[1].to_string_lossy();
     let pending = st.pending.borrow_mut().remove(&sock).ok_or_else(|| {
-        log::log(
+        st.logger.log(
             Level::Warn,
             &format!("{sock} does not point to a client WebSocket"),
         );

@@ -56,6 +56,7 @@ extern "C" {
         list: *mut Tcl_Obj,
         n: *mut isize,
         elems: *mut *mut *mut Tcl_Obj,
+        holder: *mut *mut Tcl_Obj,
     ) -> c_int;
 
     pub fn ws_set_result(interp: *mut Tcl_Interp, o: *mut Tcl_Obj);

@@ -64,6 +64,13 @@ impl<'a> ObjRef<'a> {
     /// character's low 8 bits; Tcl 9 refuses a string holding a character
     /// above U+00FF, as its own byte commands do: `None` then, with Tcl's
     /// message in `interp` if given.
+    ///
+    /// The bytes are borrowed from the object's byte-array representation.
+    /// It lasts for `'a` even if the same object is also another argument
+    /// that is read as a number, boolean or list: those conversions
+    /// (get_wide, get_boolean, get_double, list_elements) read a copy of a
+    /// byte array rather than convert it (shim.c), and string access adds
+    /// a string representation without freeing this one.
     pub fn byte_array(&self, interp: Option<Interp>) -> Option<&'a [u8]> {
         let mut n: isize = 0;
         // SAFETY: as tcl_bytes; the byte array rep stays until the object changes.
@@ -106,22 +113,24 @@ impl<'a> ObjRef<'a> {
         (r == ffi::TCL_OK).then_some(v)
     }
 
-    /// The elements of a list (borrowed from the list's internal rep, which
-    /// must not change while they are used).
-    pub fn list_elements(&self, interp: Option<Interp>) -> Option<Vec<ObjRef<'a>>> {
+    /// The elements of a list, each an owned reference: they stay valid
+    /// whatever later happens to the list object's representation.
+    pub fn list_elements(&self, interp: Option<Interp>) -> Option<Vec<Obj>> {
         let mut n: isize = 0;
         let mut elems: *mut *mut Tcl_Obj = std::ptr::null_mut();
-        // SAFETY: live object; Tcl returns an array of n live objects.
+        let mut holder: *mut Tcl_Obj = std::ptr::null_mut();
+        // SAFETY: live object; on TCL_OK Tcl returns an array of n live
+        // objects owned by `holder`, which we release after taking our own
+        // references (ws_list_elements took one on it in every case).
         unsafe {
-            if ffi::ws_list_elements(raw(interp), self.as_ptr(), &mut n, &mut elems) != ffi::TCL_OK
-            {
-                return None;
-            }
-            Some(
+            let r = ffi::ws_list_elements(raw(interp), self.as_ptr(), &mut n, &mut elems, &mut holder);
+            let items = (r == ffi::TCL_OK).then(|| {
                 (0..n as usize)
-                    .map(|i| ObjRef::from_raw(*elems.add(i)))
-                    .collect(),
-            )
+                    .map(|i| Obj::from_raw(*elems.add(i)))
+                    .collect()
+            });
+            ffi::ws_decr(holder);
+            items
         }
     }
 }
@@ -142,6 +151,10 @@ impl Obj {
 
     pub fn as_ptr(&self) -> *mut Tcl_Obj {
         self.ptr.as_ptr()
+    }
+
+    pub fn to_string_lossy(&self) -> String {
+        self.borrow().to_string_lossy()
     }
 
     pub fn empty() -> Obj {

@@ -73,18 +73,56 @@ unsigned char *ws_get_bytearray(Tcl_Interp *interp, Tcl_Obj *o, ptrdiff_t *n) {
     return b;
 }
 Tcl_Obj *ws_new_wide(long long v) { return Tcl_NewWideIntObj((Tcl_WideInt)v); }
+/* Reading an argument as a number, boolean or list changes its internal
+ * representation, and that frees a byte array that ws_get_bytearray may have
+ * handed out from the same object (Tcl shares one literal among arguments:
+ * `send $s binary 1 1`). So these conversions never change a byte array's
+ * representation: they read a copy of such an object. The byte array is then
+ * the only representation anyone borrows, and it stays until the command ends. */
+static int is_bytearray(Tcl_Obj *o) {
+    /* "bytearray" in 8.6 and 9; 8.7 also had "proper bytearray". */
+    return o->typePtr != NULL && o->typePtr->name != NULL
+        && strstr(o->typePtr->name, "bytearray") != NULL;
+}
+static Tcl_Obj *readable(Tcl_Obj *o) {
+    if (!is_bytearray(o)) return o;
+    Tcl_Obj *copy = Tcl_DuplicateObj(o);
+    Tcl_IncrRefCount(copy);
+    return copy;
+}
+static void done_reading(Tcl_Obj *o, Tcl_Obj *read) {
+    if (read != o) Tcl_DecrRefCount(read);
+}
 int ws_get_wide(Tcl_Interp *interp, Tcl_Obj *o, long long *v) {
     Tcl_WideInt w;
-    int r = Tcl_GetWideIntFromObj(interp, o, &w);
+    Tcl_Obj *r_obj = readable(o);
+    int r = Tcl_GetWideIntFromObj(interp, r_obj, &w);
+    done_reading(o, r_obj);
     if (r == TCL_OK) *v = (long long)w;
     return r;
 }
-int ws_get_boolean(Tcl_Interp *interp, Tcl_Obj *o, int *v) { return Tcl_GetBooleanFromObj(interp, o, v); }
-int ws_get_double(Tcl_Interp *interp, Tcl_Obj *o, double *v) { return Tcl_GetDoubleFromObj(interp, o, v); }
+int ws_get_boolean(Tcl_Interp *interp, Tcl_Obj *o, int *v) {
+    Tcl_Obj *r_obj = readable(o);
+    int r = Tcl_GetBooleanFromObj(interp, r_obj, v);
+    done_reading(o, r_obj);
+    return r;
+}
+int ws_get_double(Tcl_Interp *interp, Tcl_Obj *o, double *v) {
+    Tcl_Obj *r_obj = readable(o);
+    int r = Tcl_GetDoubleFromObj(interp, r_obj, v);
+    done_reading(o, r_obj);
+    return r;
+}
 Tcl_Obj *ws_new_list(ptrdiff_t n, Tcl_Obj *const *objv) { return Tcl_NewListObj((Tcl_Size)n, objv); }
-int ws_list_elements(Tcl_Interp *interp, Tcl_Obj *list, ptrdiff_t *n, Tcl_Obj ***elems) {
+/* The list's elements, borrowed from `*holder`, which holds a reference the
+ * caller releases (ws_decr) once it has taken its own references to them. */
+int ws_list_elements(Tcl_Interp *interp, Tcl_Obj *list, ptrdiff_t *n, Tcl_Obj ***elems,
+                     Tcl_Obj **holder) {
     Tcl_Size c = 0;
-    int r = Tcl_ListObjGetElements(interp, list, &c, elems);
+    Tcl_Obj *r_obj = readable(list);
+    if (r_obj == list) Tcl_IncrRefCount(list);
+    int r = Tcl_ListObjGetElements(interp, r_obj, &c, elems);
+    *holder = r_obj;
     *n = c;
     return r;
 }
