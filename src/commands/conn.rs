@@ -47,10 +47,16 @@ pub fn attach_socket(
     };
     let (_, kind) = channel::lookup(interp, sock)?;
     match kind {
+        channel::ChannelKind::Name => return Err(channel::already_websocket(sock)),
         channel::ChannelKind::Tcp => {
             let taken = channel::take_socket(interp, sock)?;
             (conn.peer, conn.local) = sock_addrs(&taken.fd);
             conn.held = Some(taken.held);
+            let owner = Box::new(NameOwner {
+                state: st.me.clone(),
+                id,
+            });
+            conn.name_channel = channel::NameChannel::create(interp, sock, owner);
             st.register(conn);
             let setup = Setup {
                 buffered: taken.buffered,
@@ -90,6 +96,53 @@ pub fn attach_socket(
         &format!("{sock} has been registered as a {kind} WebSocket"),
     );
     Ok(())
+}
+
+/// Answers for a taken-over socket's name channel.
+struct NameOwner {
+    state: std::rc::Weak<State>,
+    id: u64,
+}
+
+impl NameOwner {
+    fn name(&self, st: &State) -> Option<std::rc::Rc<str>> {
+        st.names.borrow().get(&self.id).cloned()
+    }
+}
+
+impl channel::NameOwner for NameOwner {
+    fn closed(&self) {
+        let Some(st) = self.state.upgrade() else {
+            return;
+        };
+        let Some(name) = self.name(&st) else {
+            return;
+        };
+        if let Some(c) = st.conns.borrow_mut().get_mut(&name) {
+            // Tcl frees the channel itself once this returns.
+            c.name_channel = None;
+        }
+        if st.shut.get() || st.interp.is_deleted() {
+            // The interpreter is going: its teardown closes with 1001.
+            return;
+        }
+        // tcllib's scripts close the socket they upgraded; for a
+        // WebSocket that is `::websocket::close $sock`.
+        let _ = st.with_handler_calls(|| close_sock(&st, &name, Some(close::NORMAL as i64), String::new()));
+    }
+
+    fn address(&self, local: bool) -> Option<Obj> {
+        let st = self.state.upgrade()?;
+        let name = self.name(&st)?;
+        let conns = st.conns.borrow();
+        let c = conns.get(&name)?;
+        let addr = if local { c.local } else { c.peer }?;
+        Some(Obj::list(&[
+            Obj::string(&addr.ip().to_string()),
+            Obj::string(&crate::sys::host_name(&addr)),
+            Obj::int(addr.port() as i64),
+        ]))
+    }
 }
 
 /// The engine's writes to a bridged channel, posted to its thread.

@@ -135,6 +135,8 @@ pub struct Conn {
     pub outgoing: OutgoingState,
     pub handle: Handle,
     pub held: Option<HeldChannel>,
+    /// The channel that keeps the socket's name working for the script.
+    pub name_channel: Option<crate::tcl::channel::NameChannel>,
 }
 
 impl Conn {
@@ -173,6 +175,7 @@ impl Conn {
             outgoing: OutgoingState::new(),
             handle,
             held: None,
+            name_channel: None,
         }
     }
 }
@@ -286,10 +289,19 @@ impl State {
         if conn.state != ConnState::Closed {
             conn.handle.send(Cmd::Close(Some((1001, String::new()))));
         }
-        if let Some(h) = conn.held {
+        Self::release_name(&mut conn);
+        // Dropping the handle tells the engine nobody listens any more.
+    }
+
+    /// Lets the connection's socket name go: its name channel leaves the
+    /// interpreter, then the name may be given to a new socket.
+    fn release_name(conn: &mut Conn) {
+        if let Some(nc) = conn.name_channel.take() {
+            nc.release();
+        }
+        if let Some(h) = conn.held.take() {
             h.release();
         }
-        // Dropping the handle tells the engine nobody listens any more.
     }
 
     /// Forgets a connection: no more events reach its handler.
@@ -548,9 +560,7 @@ impl State {
         for mut c in conns {
             Self::uncork(&mut c);
             c.handle.send(Cmd::Close(Some((1001, String::new()))));
-            if let Some(h) = c.held {
-                h.release();
-            }
+            Self::release_name(&mut c);
         }
         self.corked.borrow_mut().clear();
         self.names.borrow_mut().clear();

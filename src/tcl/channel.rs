@@ -5,7 +5,8 @@ use super::interp::{Interp, TclError};
 use super::obj::Obj;
 use std::ffi::{CStr, CString};
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::raw::c_int;
+use std::os::raw::{c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Lowest fd number the engine's sockets are moved to. Tcl 8.6 waits with
 /// select(), which aborts on fds >= FD_SETSIZE; keeping ours above it leaves
@@ -45,10 +46,89 @@ pub struct TakenSocket {
     pub held: HeldChannel,
 }
 
+/// What answers for the connection behind a name channel (see NameChannel).
+pub trait NameOwner {
+    /// The script closed the channel: close the connection as `close` does,
+    /// queueing its handler calls (the C side makes them once this returns),
+    /// and forget the NameChannel without releasing it.
+    fn closed(&self);
+    /// `-sockname` (local) or `-peername`: `{address hostname port}`.
+    fn address(&self, local: bool) -> Option<Obj>;
+}
+
+type BoxedOwner = Box<dyn NameOwner>;
+
+/// After takeover or upgrade, the socket's name stays a channel of the
+/// package's own ("websocket" type) until the package lets the name go:
+/// scripts written for tcllib keep using it (`fconfigure $sock -peername`,
+/// `fileevent $sock readable ""`, `close $sock`). It holds no fd and no
+/// buffers; reads and writes fail (ENOTSUP), file events never fire, and
+/// `close` closes the WebSocket with 1000.
+pub struct NameChannel(*mut c_void);
+
+impl NameChannel {
+    /// Registers the channel `name` in `interp`; None if the interpreter
+    /// has a channel of that name.
+    pub fn create(interp: Interp, name: &str, owner: Box<dyn NameOwner>) -> Option<NameChannel> {
+        let cname = CString::new(name).ok()?;
+        let owner = Box::into_raw(Box::new(owner)) as *mut c_void;
+        // SAFETY: live interp on its thread; the C side owns `owner` from
+        // here and gives it back through websocket_name_drop.
+        let chan = unsafe { ffi::ws_name_channel_create(interp.as_ptr(), cname.as_ptr(), owner) };
+        if chan.is_null() {
+            // SAFETY: not taken by C: ours to free.
+            drop(unsafe { Box::from_raw(owner as *mut BoxedOwner) });
+            return None;
+        }
+        Some(NameChannel(chan))
+    }
+
+    /// The package lets the name go: the channel leaves the interpreter.
+    /// Call on its thread.
+    pub fn release(self) {
+        // SAFETY: the channel is alive while a NameChannel exists (a script's
+        // close reports through NameOwner::closed, whose owner forgets this
+        // NameChannel without calling release).
+        unsafe { ffi::ws_name_channel_release(self.0) }
+    }
+}
+
+#[no_mangle]
+extern "C" fn websocket_name_closed(owner: *mut c_void) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: a live BoxedOwner from NameChannel::create.
+        let owner = unsafe { &*(owner as *const BoxedOwner) };
+        owner.closed();
+    }));
+}
+
+#[no_mangle]
+extern "C" fn websocket_name_address(owner: *mut c_void, local: c_int) -> *mut super::ffi::Tcl_Obj {
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: a live BoxedOwner from NameChannel::create.
+        let owner = unsafe { &*(owner as *const BoxedOwner) };
+        owner.address(local != 0)
+    }));
+    match r {
+        Ok(Some(o)) => o.into_raw(),
+        _ => std::ptr::null_mut(),
+    }
+}
+
+#[no_mangle]
+extern "C" fn websocket_name_drop(owner: *mut c_void) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: given back once by the C side.
+        drop(unsafe { Box::from_raw(owner as *mut BoxedOwner) });
+    }));
+}
+
 /// How a channel can be handed to the engine.
 pub enum ChannelKind {
     /// A plain "tcp" channel with an fd the engine can own.
     Tcp,
+    /// The name channel of a socket the package owns already.
+    Name,
     /// Anything else (a stacked TLS channel, a reflected channel...).
     Other(String),
 }
@@ -73,10 +153,16 @@ pub fn lookup(interp: Interp, name: &str) -> Result<(Tcl_Channel, ChannelKind), 
     };
     let kind = if !stacked && type_name == "tcp" {
         ChannelKind::Tcp
+    } else if !stacked && type_name == "websocket" {
+        ChannelKind::Name
     } else {
         ChannelKind::Other(type_name)
     };
     Ok((chan, kind))
+}
+
+pub fn already_websocket(name: &str) -> TclError {
+    TclError::ws(format!("{name} is a WebSocket already"), &["CHANNEL"])
 }
 
 pub(super) fn set_option(
@@ -153,11 +239,15 @@ pub(super) fn detach_from_script(
 /// detaches the channel from the interpreter (it is kept open, see HeldChannel).
 pub fn take_socket(interp: Interp, name: &str) -> Result<TakenSocket, TclError> {
     let (chan, kind) = lookup(interp, name)?;
-    if let ChannelKind::Other(t) = kind {
-        return Err(TclError::ws(
-            format!("{name} is a \"{t}\" channel, not a plain TCP socket"),
-            &["CHANNEL"],
-        ));
+    match kind {
+        ChannelKind::Tcp => {}
+        ChannelKind::Name => return Err(already_websocket(name)),
+        ChannelKind::Other(t) => {
+            return Err(TclError::ws(
+                format!("{name} is a \"{t}\" channel, not a plain TCP socket"),
+                &["CHANNEL"],
+            ))
+        }
     }
     let buffered = detach_from_script(interp, name, chan)?;
 

@@ -105,6 +105,12 @@ extern "C" {
         name: *const c_char,
         mode: *mut c_int,
     ) -> Tcl_Channel;
+    pub fn ws_name_channel_create(
+        interp: *mut Tcl_Interp,
+        name: *const c_char,
+        owner: *mut c_void,
+    ) -> *mut c_void;
+    pub fn ws_name_channel_release(chan: *mut c_void);
     pub fn ws_get_channel_fd(chan: Tcl_Channel, direction: c_int, fd: *mut c_int) -> c_int;
     pub fn ws_channel_type_name(chan: Tcl_Channel) -> *const c_char;
     pub fn ws_channel_is_stacked(chan: Tcl_Channel) -> c_int;

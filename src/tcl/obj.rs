@@ -157,6 +157,13 @@ impl Obj {
         self.borrow().to_string_lossy()
     }
 
+    /// Gives up ownership: the caller now holds our reference.
+    pub fn into_raw(self) -> *mut Tcl_Obj {
+        let p = self.ptr.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+
     pub fn empty() -> Obj {
         // SAFETY: fresh object.
         unsafe { Obj::from_raw(ffi::ws_new_obj()) }

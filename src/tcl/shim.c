@@ -12,6 +12,7 @@
 #include <tcl.h>
 #include <stddef.h>
 #include <string.h>
+#include <errno.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -418,4 +419,148 @@ int ws_eval_keep_state(Tcl_Interp *interp, const char *script) {
     Tcl_DecrRefCount(obj);
     (void)Tcl_RestoreInterpState(interp, saved);
     return code;
+}
+
+/*
+ * The name channel: after takeover or upgrade, the socket's name stays a
+ * channel of the package's own, for the habits of scripts written for
+ * tcllib (fconfigure -peername, fileevent ... "", close) until the package
+ * lets the name go. It holds no fd and no buffers: reads and writes fail,
+ * file events never fire, and closing it closes the WebSocket (1000).
+ */
+typedef struct {
+    Tcl_Channel chan;
+    Tcl_Interp *interp;
+    void *owner; /* Rust's (NameOwner); NULL once the package let the name go */
+} WsNameChan;
+
+extern void websocket_name_closed(void *owner);
+extern Tcl_Obj *websocket_name_address(void *owner, int local);
+extern void websocket_name_drop(void *owner);
+
+static int ws_name_input(ClientData cd, char *buf, int n, int *err) {
+    (void)cd; (void)buf; (void)n;
+    *err = ENOTSUP;
+    return -1;
+}
+static int ws_name_output(ClientData cd, const char *buf, int n, int *err) {
+    (void)cd; (void)buf; (void)n;
+    *err = ENOTSUP;
+    return -1;
+}
+static void ws_name_watch(ClientData cd, int mask) { (void)cd; (void)mask; }
+static int ws_name_block_mode(ClientData cd, int mode) { (void)cd; (void)mode; return 0; }
+static int ws_name_get_handle(ClientData cd, int dir, ClientData *h) {
+    (void)cd; (void)dir; (void)h;
+    return TCL_ERROR;
+}
+
+static void ws_name_append_address(WsNameChan *c, int local, Tcl_DString *ds) {
+    Tcl_Obj *addr = c->owner != NULL ? websocket_name_address(c->owner, local) : NULL;
+    Tcl_Size n = 0, i;
+    Tcl_Obj **items = NULL;
+    if (addr == NULL) return;
+    if (Tcl_ListObjGetElements(NULL, addr, &n, &items) == TCL_OK) {
+        for (i = 0; i < n; i++) Tcl_DStringAppendElement(ds, Tcl_GetString(items[i]));
+    }
+    Tcl_DecrRefCount(addr);
+}
+
+static int ws_name_get_option(ClientData cd, Tcl_Interp *interp, const char *name, Tcl_DString *ds) {
+    WsNameChan *c = (WsNameChan *)cd;
+    static const char *const names[] = {"-peername", "-sockname"};
+    int i;
+    if (name != NULL && strcmp(name, "-error") == 0) return TCL_OK;
+    for (i = 0; i < 2; i++) {
+        if (name == NULL) {
+            Tcl_DStringAppendElement(ds, names[i]);
+            Tcl_DStringStartSublist(ds);
+            ws_name_append_address(c, i, ds);
+            Tcl_DStringEndSublist(ds);
+        } else if (strcmp(name, names[i]) == 0) {
+            ws_name_append_address(c, i, ds);
+            return TCL_OK;
+        }
+    }
+    if (name == NULL) {
+        Tcl_DStringAppendElement(ds, "-error");
+        Tcl_DStringAppendElement(ds, "");
+        return TCL_OK;
+    }
+    return Tcl_BadChannelOption(interp, name, "error peername sockname");
+}
+
+static int ws_name_close2(ClientData cd, Tcl_Interp *interp, int flags) {
+    WsNameChan *c = (WsNameChan *)cd;
+    (void)interp;
+    if ((flags & (TCL_CLOSE_READ | TCL_CLOSE_WRITE)) != 0) return EINVAL;
+    if (c->owner != NULL) {
+        /* The script closed the name: the WebSocket closes as with
+         * ::websocket::close, and its handler hears close and disconnect
+         * here, once Rust has returned (as after a command). */
+        void *owner = c->owner;
+        void *run;
+        c->owner = NULL;
+        websocket_name_closed(owner);
+        websocket_name_drop(owner);
+        run = websocket_command_calls();
+        if (run != NULL) {
+            Tcl_Interp *ip = c->interp;
+            Tcl_InterpState saved;
+            Tcl_Preserve(ip);
+            saved = Tcl_SaveInterpState(ip, TCL_OK);
+            ws_run_calls(run);
+            (void)Tcl_RestoreInterpState(ip, saved);
+            Tcl_Release(ip);
+        }
+    }
+    ckfree((char *)c);
+    return 0;
+}
+
+static const Tcl_ChannelType ws_name_type = {
+    "websocket",
+    TCL_CHANNEL_VERSION_5,
+#if TCL_MAJOR_VERSION >= 9
+    NULL,
+#else
+    TCL_CLOSE2PROC,
+#endif
+    ws_name_input,
+    ws_name_output,
+    NULL,                /* seek */
+    NULL,                /* set option */
+    ws_name_get_option,
+    ws_name_watch,
+    ws_name_get_handle,
+    ws_name_close2,
+    ws_name_block_mode,
+    NULL, NULL, NULL, NULL, NULL
+};
+
+/* Registers a name channel called `name` in `interp`, owned by `owner`.
+ * NULL if the name is taken in the interpreter. */
+void *ws_name_channel_create(Tcl_Interp *interp, const char *name, void *owner) {
+    WsNameChan *c;
+    if (Tcl_GetChannel(interp, name, NULL) != NULL) {
+        Tcl_ResetResult(interp);
+        return NULL;
+    }
+    Tcl_ResetResult(interp);
+    c = (WsNameChan *)ckalloc(sizeof(WsNameChan));
+    c->interp = interp;
+    c->owner = owner;
+    c->chan = Tcl_CreateChannel(&ws_name_type, name, c, TCL_READABLE | TCL_WRITABLE);
+    Tcl_RegisterChannel(interp, c->chan);
+    return c;
+}
+
+/* The package lets the name go: the channel leaves the interpreter, and Tcl
+ * closes it (freeing it) unless the script shared it elsewhere. */
+void ws_name_channel_release(void *p) {
+    WsNameChan *c = (WsNameChan *)p;
+    void *owner = c->owner;
+    c->owner = NULL;
+    if (owner != NULL) websocket_name_drop(owner);
+    (void)Tcl_UnregisterChannel(c->interp, c->chan);
 }
