@@ -77,6 +77,12 @@ unset ::__err
 constraint linux [expr {$::tcl_platform(os) eq "Linux" && [file isdirectory /proc/self/task]}] \
     "not Linux with /proc"
 constraint ldd [expr {[llength [auto_execok ldd]] > 0}] "no ldd"
+# tcllib 1.4.2's websocket (Debian's tcllib 1.21) under the system's Tcl
+# 8.6, for peers/tcllib_server.tcl: a real server built on tcllib.
+set ::tclsh86 [lindex [auto_execok tclsh8.6] 0]
+constraint tcllib142 [expr {$::tclsh86 ne ""
+    && [file exists /usr/share/tcltk/tcllib1.21/websocket/websocket.tcl]}] \
+    "no tclsh8.6 with Debian's tcllib 1.21 (apt install tcllib)"
 # The Tcl version a test is for: a skip for the other version is no
 # missing tool (all.tcl never counts it as a failure).
 testConstraint tcl9 [package vsatisfies [package provide Tcl] 9-]
@@ -471,6 +477,61 @@ proc free_port {} {
 proc hex {s} {binary encode hex $s}
 proc utf8hex {s} {binary encode hex [encoding convertto utf-8 $s]}
 proc unhex_utf8 {h} {encoding convertfrom utf-8 [binary decode hex $h]}
+
+# proc_start arr cmd ?mode?
+#	Runs the command line cmd (a list) in another process, its stdout and
+#	stderr lines collected in ::arr(out) (the newest also in ::arr(last))
+#	as they arrive; ::arr(eof) is set when it ends; ::arr(chan) is the
+#	pipe, opened with mode (r, or r+ to write to it).
+proc proc_start {arr cmd {mode r}} {
+    upvar #0 $arr p
+    array unset p
+    set p(out) {}
+    set p(chan) [open |[concat $cmd [list 2>@1]] $mode]
+    fconfigure $p(chan) -blocking 0 -buffering line
+    fileevent $p(chan) readable [list proc_collect $arr]
+}
+
+proc proc_collect {arr} {
+    upvar #0 $arr p
+    while {[gets $p(chan) l] >= 0} {
+        lappend p(out) $l
+        set p(last) $l
+    }
+    if {[eof $p(chan)]} {
+        fileevent $p(chan) readable {}
+        set p(eof) 1
+    }
+    set p(out) $p(out) ;# wakes whoever waits on the output
+}
+
+# peer_start arr script ?arg ...?
+#	proc_start for tests/peers/<script> under this tclsh.
+proc peer_start {arr script args} {
+    proc_start $arr [list [info nameofexecutable] [file join $::testsdir peers $script] {*}$args] r+
+}
+
+# proc_stop arr
+#	Ends the process proc_start started unless it ended: TERM, then KILL
+#	after 5 s; forgets ::arr. Returns its exit status (-1 if killed or
+#	unknown).
+proc proc_stop {arr} {
+    upvar #0 $arr p
+    if {![info exists p(chan)]} {return -1}
+    if {![info exists p(eof)]} {
+        foreach pid [pid $p(chan)] {catch {exec kill -TERM $pid}}
+        if {![wait_until "\[info exists ::${arr}(eof)\]" ::${arr}(eof) 5000]} {
+            foreach pid [pid $p(chan)] {catch {exec kill -KILL $pid}}
+            wait_until "\[info exists ::${arr}(eof)\]" ::${arr}(eof) 2000
+        }
+    }
+    fconfigure $p(chan) -blocking 1
+    set status [expr {[catch {close $p(chan)} msg opts]
+        ? ([lindex [dict get $opts -errorcode] 0] eq "CHILDSTATUS" ? [lindex [dict get $opts -errorcode] end] : -1)
+        : 0}]
+    array unset p
+    return $status
+}
 
 # py_start mode args...
 #	Starts ws_peer.py; returns its channel. Output lines are collected in

@@ -8,6 +8,7 @@ use crate::proto::handshake;
 use crate::proto::mask::MaskKeys;
 use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -160,9 +161,42 @@ async fn connect_tcp(req: &Request) -> Result<TcpStream, String> {
     Err(format!("Cannot connect to {}: {last}", t.url))
 }
 
+/// How far connecting got, for the message when `-timeout` ends it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+enum Stage {
+    Connecting = 0,
+    Tls,
+    AwaitingAnswer,
+    PartAnswered,
+}
+
+/// Where a connection attempt is, readable after its future was dropped.
+struct Progress(AtomicU8);
+
+impl Progress {
+    fn set(&self, stage: Stage) {
+        self.0.store(stage as u8, Ordering::Relaxed);
+    }
+
+    /// tcllib's text, and what the package can tell of why.
+    fn timeout_message(&self, url: &str) -> String {
+        let why = match self.0.load(Ordering::Relaxed) {
+            x if x == Stage::Connecting as u8 => return format!("Timeout when connecting to {url}"),
+            x if x == Stage::Tls as u8 => "the TLS handshake did not finish",
+            x if x == Stage::AwaitingAnswer as u8 => {
+                "the server accepted the connection but never answered the WebSocket handshake"
+            }
+            _ => "the server's answer to the WebSocket handshake never ended",
+        };
+        format!("Timeout when connecting to {url}: {why}")
+    }
+}
+
 async fn handshake_on<S: Stream>(
     mut stream: S,
     req: &Request,
+    progress: &Progress,
 ) -> Result<(S, Vec<u8>, String), String> {
     let key = handshake::generate_key(&mut MaskKeys::new());
     let head = handshake::build_client_request(
@@ -178,6 +212,7 @@ async fn handshake_on<S: Stream>(
         .await
         .map_err(|e| format!("Cannot send the handshake to {}: {e}", req.target.url))?;
     stream.flush().await.map_err(|e| e.to_string())?;
+    progress.set(Stage::AwaitingAnswer);
     let mut buf = Vec::with_capacity(1024);
     loop {
         match handshake::parse_response(&buf) {
@@ -215,14 +250,16 @@ async fn handshake_on<S: Stream>(
             ));
         }
         buf.extend_from_slice(&chunk[..n]);
+        progress.set(Stage::PartAnswered);
     }
 }
 
-async fn establish(req: &Request) -> Result<Established, String> {
+async fn establish(req: &Request, progress: &Progress) -> Result<Established, String> {
     let tcp = connect_tcp(req).await?;
     let peer = tcp.peer_addr().ok();
     let local = tcp.local_addr().ok();
     if req.target.secure {
+        progress.set(Stage::Tls);
         let config = tls::client_config(&req.tls)
             .map_err(|e| format!("TLS setup for {} failed: {e}", req.target.url))?;
         let name = req
@@ -236,7 +273,7 @@ async fn establish(req: &Request) -> Result<Established, String> {
             .connect(server_name, tcp)
             .await
             .map_err(|e| format!("TLS handshake with {} failed: {e}", req.target.url))?;
-        let (s, leftover, protocol) = handshake_on(tls, req).await?;
+        let (s, leftover, protocol) = handshake_on(tls, req, progress).await?;
         Ok(Established {
             stream: Transport::Tls(Box::new(s)),
             leftover,
@@ -245,7 +282,7 @@ async fn establish(req: &Request) -> Result<Established, String> {
             local,
         })
     } else {
-        let (s, leftover, protocol) = handshake_on(tcp, req).await?;
+        let (s, leftover, protocol) = handshake_on(tcp, req, progress).await?;
         Ok(Established {
             stream: Transport::Tcp(s),
             leftover,
@@ -260,10 +297,11 @@ async fn establish(req: &Request) -> Result<Established, String> {
 /// then runs the connection.
 pub fn spawn(req: Request, mut opts: Options, id: u64, sink: Arc<dyn Sink>, mut inbox: Inbox) {
     super::runtime::handle().spawn(async move {
+        let progress = Progress(AtomicU8::new(Stage::Connecting as u8));
         let connect = async {
             match req.timeout {
-                Some(t) => tokio::time::timeout(t, establish(&req)).await.ok(),
-                None => Some(establish(&req).await),
+                Some(t) => tokio::time::timeout(t, establish(&req, &progress)).await.ok(),
+                None => Some(establish(&req, &progress).await),
             }
         };
         tokio::pin!(connect);
@@ -284,7 +322,7 @@ pub fn spawn(req: Request, mut opts: Options, id: u64, sink: Arc<dyn Sink>, mut 
         match outcome {
             None => sink.emit(
                 id,
-                Event::Timeout(format!("Timeout when connecting to {}", req.target.url)),
+                Event::Timeout(progress.timeout_message(&req.target.url)),
             ),
             Some(Err(msg)) => sink.emit(id, Event::Error(msg)),
             Some(Ok(e)) => {
