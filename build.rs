@@ -28,7 +28,7 @@ const CANDIDATES: &[&str] = &[
 fn read_config(path: &Path) -> HashMap<String, String> {
     let out = Command::new("sh")
         .arg("-c")
-        .arg(r#". "$0" && printf '%s\n%s\n%s\n' "$TCL_INCLUDE_SPEC" "$TCL_STUB_LIB_PATH" "$TCL_MAJOR_VERSION""#)
+        .arg(r#". "$0" && printf '%s\n%s\n%s\n%s\n%s\n%s\n' "$TCL_INCLUDE_SPEC" "$TCL_STUB_LIB_PATH" "$TCL_MAJOR_VERSION" "$TCL_LIB_SPEC" "$TCL_LIB_FILE" "$TCL_LIBS""#)
         .arg(path)
         .output()
         .unwrap_or_else(|e| panic!("cannot run sh on {}: {e}", path.display()));
@@ -36,7 +36,14 @@ fn read_config(path: &Path) -> HashMap<String, String> {
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
     let mut vars = HashMap::new();
-    for key in ["TCL_INCLUDE_SPEC", "TCL_STUB_LIB_PATH", "TCL_MAJOR_VERSION"] {
+    for key in [
+        "TCL_INCLUDE_SPEC",
+        "TCL_STUB_LIB_PATH",
+        "TCL_MAJOR_VERSION",
+        "TCL_LIB_SPEC",
+        "TCL_LIB_FILE",
+        "TCL_LIBS",
+    ] {
         let v = lines.next().unwrap_or("").trim();
         if !v.is_empty() {
             vars.insert(key.to_string(), v.to_string());
@@ -75,6 +82,40 @@ fn main() {
     if major == 9 {
         println!("cargo:rustc-cfg=tcl9");
     }
+
+    // The unit tests load this Tcl's shared library themselves (dlopen) to
+    // run an interpreter; the extension never links it.
+    let lib_dir = vars
+        .get("TCL_LIB_SPEC")
+        .and_then(|spec| spec.split_whitespace().find_map(|f| f.strip_prefix("-L")));
+    let lib_file = vars.get("TCL_LIB_FILE").map(String::as_str).unwrap_or("");
+    let mut tcl_lib = match lib_dir {
+        Some(dir) if !lib_file.is_empty() => format!("{dir}/{lib_file}"),
+        _ => lib_file.to_string(),
+    };
+    // A Tcl with only a static library (tools/get-tcl9.sh links tclsh9.0
+    // from one): the tests get a shared object made from it.
+    let archive = Path::new(&tcl_lib).with_extension("a");
+    if !Path::new(&tcl_lib).exists() && archive.exists() {
+        let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR")).join("libtcl-for-tests.so");
+        let compiler = cc::Build::new().get_compiler();
+        let mut cmd = compiler.to_command();
+        cmd.arg("-shared").arg("-o").arg(&out);
+        cmd.arg("-Wl,--whole-archive").arg(&archive).arg("-Wl,--no-whole-archive");
+        if let Some(dir) = lib_dir {
+            // (libtommath lives there too)
+            cmd.arg(format!("-L{dir}")).arg(format!("-Wl,-rpath,{dir}"));
+        }
+        cmd.args(vars.get("TCL_LIBS").map(String::as_str).unwrap_or("").split_whitespace());
+        let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
+        if ok {
+            tcl_lib = out.display().to_string();
+        } else {
+            println!("cargo:warning=no shared Tcl library for the unit tests ({} failed to link)", archive.display());
+        }
+        println!("cargo:rerun-if-changed={}", archive.display());
+    }
+    println!("cargo:rustc-env=WS_TEST_TCL_LIB={tcl_lib}");
 
     let mut build = cc::Build::new();
     build.file("src/tcl/shim.c").define("USE_TCL_STUBS", None);

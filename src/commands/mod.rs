@@ -1044,7 +1044,177 @@ const UNPROVIDE_IF_NAMESPACE_GONE: &str = r#"
 
 #[cfg(test)]
 mod tests {
-    use super::glob_match;
+    use super::*;
+    use crate::engine::conn as engine_conn;
+    use crate::tcl::testing::TestInterp;
+    use std::time::Duration;
+
+    /// An interpreter with the package, a handler recording its calls in
+    /// ::ev, and `n` connections registered as if taken over (their engine
+    /// side is only the queue their Handle writes to).
+    fn setup(n: usize) -> (TestInterp, Rc<State>, Vec<(u64, String)>) {
+        let t = TestInterp::new();
+        t.ok("set ::ev {}; proc rec {sock type msg} {lappend ::ev [list $sock $type $msg]}");
+        let st = loaded_state(t.interp()).expect("the package's State");
+        let conns = (0..n)
+            .map(|i| {
+                let id = next_id();
+                let name = format!("socktest{i}");
+                let (handle, _inbox) = engine_conn::channel(id, DEFAULT_MAX_MESSAGE);
+                let conn = Conn::new(id, &name, Obj::string("rec"), true, ConnState::Connected, handle);
+                st.register(conn);
+                (id, name)
+            })
+            .collect();
+        (t, st, conns)
+    }
+
+    fn events(t: &TestInterp) -> String {
+        t.ok("set ::ev")
+    }
+
+    fn wait_events(t: &TestInterp, n: usize) -> bool {
+        t.run_until(Duration::from_secs(5), || {
+            t.ok("llength $::ev").parse::<usize>().unwrap() >= n
+        })
+    }
+
+    fn text(s: &str) -> Event {
+        Event::Message(Message::Text(s.as_bytes().to_vec()))
+    }
+
+    /// Engine events become handler calls, in order, with tcllib's event
+    /// names and messages; after `Closed` the socket is forgotten and what
+    /// the engine still reports for it is dropped.
+    #[test]
+    fn events_become_handler_calls_in_order() {
+        let (t, st, c) = setup(1);
+        let (id, name) = &c[0];
+        let sink = st.sink();
+        sink.emit(*id, text("one"));
+        sink.emit(*id, Event::Message(Message::Binary(vec![1, 255])));
+        sink.emit(*id, Event::Message(Message::Ping(b"p".to_vec())));
+        sink.emit(*id, Event::Message(Message::Pong(Vec::new())));
+        sink.emit(*id, Event::Closed { code: 1001, reason: "Going away".into() });
+        sink.emit(*id, text("late"));
+        assert!(wait_events(&t, 6));
+        assert!(!t.run_until(Duration::from_millis(50), || t.ok("llength $::ev") != "6"));
+        assert_eq!(
+            events(&t),
+            format!(
+                "{{{name} text one}} {{{name} binary \u{1}\u{ff}}} {{{name} ping p}} {{{name} pong {{}}}} \
+                 {{{name} close {{1001 {{Going away}}}}}} {{{name} disconnect {{Disconnected from remote end}}}}"
+            )
+        );
+        assert!(st.conns.borrow().get(name.as_str()).is_none());
+    }
+
+    /// A connection that could not open hears `error`, then is forgotten
+    /// without `disconnect`; one that timed out hears `timeout` then
+    /// `disconnect` (as tcllib's handlers do).
+    #[test]
+    fn error_and_timeout() {
+        let (t, st, c) = setup(2);
+        let sink = st.sink();
+        sink.emit(c[0].0, Event::Error("refused".into()));
+        sink.emit(c[1].0, Event::Timeout("too slow".into()));
+        assert!(wait_events(&t, 3));
+        assert!(!t.run_until(Duration::from_millis(50), || t.ok("llength $::ev") != "3"));
+        assert_eq!(
+            events(&t),
+            format!(
+                "{{{a} error refused}} {{{b} timeout {{too slow}}}} {{{b} disconnect {{Disconnected from remote end}}}}",
+                a = c[0].1,
+                b = c[1].1
+            )
+        );
+        assert!(st.conns.borrow().is_empty());
+    }
+
+    /// `close` from a handler while more messages for that socket wait:
+    /// one close and one disconnect, and nothing after them.
+    #[test]
+    fn close_in_a_handler_drops_what_waits_for_the_socket() {
+        let (t, st, c) = setup(2);
+        let (id, name) = &c[0];
+        t.ok(&format!(
+            "proc rec {{sock type msg}} {{lappend ::ev [list $sock $type $msg]; \
+               if {{$type eq {{text}} && $msg eq {{stop}}}} {{::websocket::close $sock}}}}"
+        ));
+        let sink = st.sink();
+        sink.emit(*id, text("stop"));
+        sink.emit(*id, text("after"));
+        sink.emit(c[1].0, text("other"));
+        sink.emit(*id, Event::Closed { code: 1000, reason: String::new() });
+        assert!(wait_events(&t, 4));
+        assert!(!t.run_until(Duration::from_millis(50), || t.ok("llength $::ev") != "4"));
+        let ev = events(&t);
+        assert_eq!(
+            ev,
+            format!(
+                "{{{name} text stop}} {{{name} close {{1000 {{Normal closure}}}}}} \
+                 {{{name} disconnect {{Disconnected from remote end}}}} {{{other} text other}}",
+                other = c[1].1
+            )
+        );
+    }
+
+    /// A handler error is logged as tcllib does and the next events still
+    /// come.
+    #[test]
+    fn handler_errors_do_not_stop_delivery() {
+        let (t, st, c) = setup(1);
+        let (id, name) = &c[0];
+        t.ok("proc rec {sock type msg} {lappend ::ev [list $sock $type $msg]; if {$msg eq {bad}} {error oops}}");
+        let sink = st.sink();
+        sink.emit(*id, text("bad"));
+        sink.emit(*id, text("good"));
+        assert!(wait_events(&t, 2));
+        assert_eq!(events(&t), format!("{{{name} text bad}} {{{name} text good}}"));
+    }
+
+    /// A close handler that waits in `vwait`: the socket's disconnect comes
+    /// only after the handler returns, and the socket is known meanwhile.
+    #[test]
+    fn disconnect_waits_for_a_nested_event_loop() {
+        let (t, st, c) = setup(2);
+        let (id, name) = &c[0];
+        t.ok(
+            "proc rec {sock type msg} {
+                lappend ::ev [list $sock $type]
+                if {$type eq {close}} {
+                    after 20 {set ::woke 1}
+                    vwait ::woke
+                    lappend ::ev [list $sock known [catch {::websocket::conninfo $sock state}]]
+                }
+            }",
+        );
+        let sink = st.sink();
+        sink.emit(*id, Event::Closed { code: 1000, reason: String::new() });
+        sink.emit(c[1].0, text("meanwhile"));
+        assert!(wait_events(&t, 4));
+        assert_eq!(
+            events(&t),
+            format!(
+                "{{{name} close}} {{{other} text}} {{{name} known 0}} {{{name} disconnect}}",
+                other = c[1].1
+            )
+        );
+    }
+
+    /// Each interpreter of a thread has its own State and log level.
+    #[test]
+    fn interpreters_have_their_own_state() {
+        let (t1, st1, _c) = setup(1);
+        let t2 = TestInterp::new();
+        let st2 = loaded_state(t2.interp()).unwrap();
+        assert!(!Rc::ptr_eq(&st1, &st2));
+        t2.ok("::websocket::loglevel debug");
+        assert_eq!(t1.ok("::websocket::loglevel"), "error");
+        assert_eq!(st2.conns.borrow().len(), 0);
+        assert_eq!(t2.ok("::websocket::find"), "");
+        assert_eq!(t1.ok("::websocket::find"), "socktest0");
+    }
 
     #[test]
     fn glob() {

@@ -902,3 +902,166 @@ extern "C" fn websocket_service_end(handle: *mut c_void) {
         report(p);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tcl::testing::TestInterp;
+    use crate::tcl::{Interp, Obj};
+    use std::cell::Cell;
+
+    /// Records the items it gets; each item may also queue a script call
+    /// (`lappend ::got <item>`) that the C event procedure makes.
+    struct Recorder {
+        interp: Interp,
+        got: RefCell<Vec<u64>>,
+        calls: RefCell<VecDeque<Call>>,
+        with_calls: bool,
+        /// How many items had come when the Tcl variable ::fired appeared.
+        before_fired: Cell<Option<usize>>,
+        batches: Cell<usize>,
+    }
+
+    impl Recorder {
+        fn new(interp: Interp, with_calls: bool) -> Rc<Recorder> {
+            Rc::new(Recorder {
+                interp,
+                got: RefCell::new(Vec::new()),
+                calls: RefCell::new(VecDeque::new()),
+                with_calls,
+                before_fired: Cell::new(None),
+                batches: Cell::new(0),
+            })
+        }
+    }
+
+    impl Consumer<u64> for Recorder {
+        fn deliver(&self, item: u64) {
+            if self.before_fired.get().is_none() && self.interp.global_var("fired").is_some() {
+                self.before_fired.set(Some(self.got.borrow().len()));
+            }
+            self.got.borrow_mut().push(item);
+            if self.with_calls {
+                self.calls.borrow_mut().push_back(Call {
+                    interp: self.interp,
+                    words: vec![Obj::string("lappend"), Obj::string("::got"), Obj::int(item as i64)],
+                });
+            }
+        }
+        fn take_call(&self) -> Option<Call> {
+            self.calls.borrow_mut().pop_front()
+        }
+        fn batch_done(&self) {
+            self.batches.set(self.batches.get() + 1);
+        }
+    }
+
+    /// Items pushed from other threads reach the consumer on the owner's
+    /// thread, all of them and each producer's in order; the calls they
+    /// queue are made in the same order.
+    #[test]
+    fn delivers_in_order_from_other_threads() {
+        let t = TestInterp::new();
+        let rec = Recorder::new(t.interp(), true);
+        let mb = Mailbox::new(rec.clone());
+        let producers: Vec<_> = (0..2u64)
+            .map(|p| {
+                let mb = mb.clone();
+                std::thread::spawn(move || {
+                    for i in 0..5000u64 {
+                        mb.push(p << 32 | i);
+                    }
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        assert!(t.run_until(Duration::from_secs(10), || rec.got.borrow().len() == 10_000));
+        for p in 0..2u64 {
+            let mine: Vec<u64> = rec.got.borrow().iter().copied().filter(|x| x >> 32 == p).collect();
+            assert_eq!(mine, (0..5000).map(|i| p << 32 | i).collect::<Vec<_>>());
+        }
+        assert!(t.run_until(Duration::from_secs(10), || {
+            t.ok("llength [set ::got]") == "10000"
+        }));
+        let scripted = t.ok("set ::got");
+        let delivered: Vec<String> = rec.got.borrow().iter().map(|x| x.to_string()).collect();
+        assert_eq!(scripted, delivered.join(" "));
+        assert!(rec.batches.get() >= 1);
+        mb.close();
+    }
+
+    /// A backlog does not hold Tcl's timers back: a timer due at once fires
+    /// while most of a large backlog is still to come.
+    #[test]
+    fn timers_fire_during_a_backlog() {
+        let t = TestInterp::new();
+        let rec = Recorder::new(t.interp(), false);
+        let mb = Mailbox::new(rec.clone());
+        const N: u64 = 1_000_000;
+        for i in 0..N {
+            mb.push(i);
+        }
+        t.ok("after 0 {set ::fired 1}");
+        assert!(t.run_until(Duration::from_secs(30), || rec.got.borrow().len() == N as usize));
+        let before = rec.before_fired.get().expect("the timer fired");
+        assert!(before < N as usize / 2, "the timer fired after {before} of {N} items");
+        mb.close();
+    }
+
+    /// After `close`, what was queued and what comes later is dropped, and
+    /// the consumer is let go.
+    #[test]
+    fn close_drops_queued_and_later_items() {
+        let t = TestInterp::new();
+        let rec = Recorder::new(t.interp(), false);
+        let mb = Mailbox::new(rec.clone());
+        mb.push(1);
+        mb.push(2);
+        mb.close();
+        mb.push(3);
+        assert!(mb.is_closed());
+        assert!(!t.run_until(Duration::from_millis(50), || !rec.got.borrow().is_empty()));
+        assert_eq!(Rc::strong_count(&rec), 1);
+    }
+
+    /// `deliver_now` hands over what is queued without the event loop.
+    #[test]
+    fn deliver_now_without_the_event_loop() {
+        let t = TestInterp::new();
+        let rec = Recorder::new(t.interp(), false);
+        let mb = Mailbox::new(rec.clone());
+        for i in 0..3 {
+            mb.push(i);
+        }
+        mb.deliver_now();
+        assert_eq!(*rec.got.borrow(), [0, 1, 2]);
+        assert_eq!(rec.batches.get(), 1);
+        mb.close();
+    }
+
+    /// Two mailboxes of one thread with backlogs take turns: neither waits
+    /// for the other to run dry.
+    #[test]
+    fn mailboxes_of_one_thread_take_turns() {
+        let t = TestInterp::new();
+        let a = Recorder::new(t.interp(), false);
+        let b = Recorder::new(t.interp(), false);
+        let ma = Mailbox::new(a.clone());
+        let mb = Mailbox::new(b.clone());
+        const N: u64 = 300_000;
+        for i in 0..N {
+            ma.push(i);
+            mb.push(i);
+        }
+        assert!(t.run_until(Duration::from_secs(30), || {
+            a.got.borrow().len() as u64 == N || b.got.borrow().len() as u64 == N
+        }));
+        let (na, nb) = (a.got.borrow().len(), b.got.borrow().len());
+        let (lo, hi) = (na.min(nb), na.max(nb));
+        assert!(lo * 2 >= hi, "one mailbox ran dry first: {na} vs {nb}");
+        ma.close();
+        mb.close();
+    }
+}

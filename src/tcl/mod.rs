@@ -9,6 +9,8 @@ mod ffi;
 pub mod interp;
 pub mod obj;
 pub mod utf;
+#[cfg(test)]
+pub mod testing;
 
 pub use event::{Consumer, Mailbox, ThreadId};
 pub use interp::{CmdResult, Interp, TclError};

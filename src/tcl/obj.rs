@@ -222,3 +222,50 @@ impl Drop for Obj {
         unsafe { ffi::ws_decr(self.ptr.as_ptr()) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::tcl::testing::TestInterp;
+
+    /// An argument's bytes stay valid when the same object is also read as
+    /// a number, boolean, double or list (Tcl shares equal literals among
+    /// arguments): those readings leave its byte array in place.
+    #[test]
+    fn byte_array_survives_other_readings_of_the_same_object() {
+        let t = TestInterp::new();
+        t.ok("set ::v [binary format a1 1]");
+        let v = t.interp().global_var("v").unwrap();
+        let r = v.borrow();
+        let bytes = r.byte_array(None).unwrap();
+        assert_eq!(r.get_wide(None), Some(1));
+        assert_eq!(r.get_boolean(None), Some(true));
+        assert_eq!(r.get_double(None), Some(1.0));
+        assert_eq!(r.list_elements(None).map(|l| l.len()), Some(1));
+        assert_eq!(bytes, b"1");
+        assert!(t.ok("tcl::unsupported::representation $::v").contains("bytearray"));
+    }
+
+    /// List elements are owned: the list object may become something else.
+    #[test]
+    fn list_elements_outlive_the_list_representation() {
+        let t = TestInterp::new();
+        t.ok("set ::l [list alpha [string repeat b 3]]");
+        let l = t.interp().global_var("l").unwrap();
+        let elems = l.borrow().list_elements(None).unwrap();
+        t.ok("unset ::l");
+        assert_eq!(l.borrow().byte_array(None).unwrap(), b"alpha bbb");
+        drop(l);
+        let words: Vec<String> = elems.iter().map(|e| e.to_string_lossy()).collect();
+        assert_eq!(words, ["alpha", "bbb"]);
+    }
+
+    /// A malformed list is Tcl's error, left in the interpreter when given.
+    #[test]
+    fn list_elements_error() {
+        let t = TestInterp::new();
+        let o = super::Obj::string("a {b");
+        assert!(o.borrow().list_elements(Some(t.interp())).is_none());
+        let msg = t.interp().result().to_string_lossy();
+        assert!(msg.contains("unmatched open brace"), "{msg}");
+    }
+}
