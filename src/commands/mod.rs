@@ -1137,10 +1137,10 @@ mod tests {
     fn close_in_a_handler_drops_what_waits_for_the_socket() {
         let (t, st, c) = setup(2);
         let (id, name) = &c[0];
-        t.ok(&format!(
-            "proc rec {{sock type msg}} {{lappend ::ev [list $sock $type $msg]; \
-               if {{$type eq {{text}} && $msg eq {{stop}}}} {{::websocket::close $sock}}}}"
-        ));
+        t.ok(
+            "proc rec {sock type msg} {lappend ::ev [list $sock $type $msg]; \
+               if {$type eq {text} && $msg eq {stop}} {::websocket::close $sock}}",
+        );
         let sink = st.sink();
         sink.emit(*id, text("stop"));
         sink.emit(*id, text("after"));
@@ -1200,6 +1200,53 @@ mod tests {
                 other = c[1].1
             )
         );
+    }
+
+    /// `configure` checks every pair before it applies any: a refused one
+    /// leaves the connection's settings as they were (commands/conn.rs).
+    #[test]
+    fn configure_is_all_or_nothing() {
+        let (t, st, c) = setup(1);
+        let name = &c[0].1;
+        let settings = |st: &State| {
+            let conns = st.conns.borrow();
+            let c = conns.get(name.as_str()).unwrap();
+            (c.keepalive, c.ping.clone(), c.max_message, c.max_queue)
+        };
+        let before = settings(&st);
+        assert_eq!(before, (30.0, Vec::new(), DEFAULT_MAX_MESSAGE, DEFAULT_MAX_QUEUE));
+        for bad in [
+            "-keepalive 5 -ping [string repeat x 126]",
+            "-maxlength 100 -keepalive abc",
+            "-maxqueue 100 -maxlength 0",
+            "-ping ok -keepalive 1e300",
+            "-keepalive 5 -nosuch 1",
+        ] {
+            assert!(t.eval(&format!("::websocket::configure {name} {bad}")).is_err(), "{bad}");
+            assert_eq!(settings(&st), before, "{bad}");
+        }
+        t.ok(&format!("::websocket::configure {name} -keepalive 5 -ping ok -maxlength 100 -maxqueue 200"));
+        assert_eq!(settings(&st), (5.0, b"ok".to_vec(), 100, 200));
+    }
+
+    /// `close` with a code that may not be sent is an error and leaves the
+    /// connection open; a valid one closes it, calling close and disconnect
+    /// before the command returns (commands/conn.rs).
+    #[test]
+    fn close_codes() {
+        let (t, st, c) = setup(1);
+        let name = &c[0].1;
+        for code in [999, 1004, 1005, 1006, 1015, 2999, 5000, 70000, -1] {
+            let e = t.eval(&format!("::websocket::close {name} {code}")).unwrap_err();
+            assert!(e.starts_with(&format!("Invalid close code {code}")), "{e}");
+            assert_eq!(st.conns.borrow().get(name.as_str()).unwrap().state, ConnState::Connected);
+        }
+        t.ok(&format!("::websocket::close {name} 4000 bye"));
+        assert_eq!(
+            events(&t),
+            format!("{{{name} close {{4000 bye}}}} {{{name} disconnect {{Disconnected from remote end}}}}")
+        );
+        assert!(st.conns.borrow().is_empty());
     }
 
     /// Each interpreter of a thread has its own State and log level.

@@ -30,6 +30,8 @@ unsafe impl Sync for TclLib {}
 const TCL_ALL_EVENTS: c_int = !(1 << 1); // ~TCL_DONT_WAIT
 const TCL_DONT_WAIT: c_int = 1 << 1;
 
+// The field types say what each symbol is.
+#[allow(clippy::missing_transmute_annotations)]
 fn lib() -> &'static TclLib {
     static LIB: OnceLock<TclLib> = OnceLock::new();
     LIB.get_or_init(|| {
