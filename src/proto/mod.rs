@@ -5,6 +5,7 @@
 //! handshake nonces.
 
 pub mod close;
+pub mod extensions;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
