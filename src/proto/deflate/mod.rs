@@ -48,8 +48,12 @@
 //! a compressor may always start afresh, only a decompressor must keep the
 //! peer's context.
 
+pub mod codec;
+#[cfg(test)]
+mod inspect;
 pub mod negotiate;
 
+pub use codec::{CompressError, Compressed, DecompressError, PerMessageDeflate, SendMode};
 pub use negotiate::{
     accept_response, client_offer, negotiate_server, Accepted, DeflateParams, NegotiationError,
     ParamError,
