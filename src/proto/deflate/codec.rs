@@ -347,7 +347,7 @@ impl PerMessageDeflate {
     /// Empty messages may come as an empty payload (nothing is inflated
     /// then), a single `00` byte (§7.2.3.6) or any DEFLATE data that
     /// inflates to nothing. A block
-    /// with BFINAL set (§7.2.3.5) ends one DEFLATE stream; what follows
+    /// with BFINAL set (§7.2.3.4) ends one DEFLATE stream; what follows
     /// starts another (the context before it is lost, as with zlib).
     ///
     /// After an error the message is abandoned and the state freed; the
@@ -425,7 +425,7 @@ impl PerMessageDeflate {
             match r {
                 Err(_) => return Err(DecompressError::BadData),
                 Ok(Status::StreamEnd) => {
-                    // BFINAL: a new stream may follow (RFC 7692 §7.2.3.5).
+                    // BFINAL: a new stream may follow (RFC 7692 §7.2.3.4).
                     inf.reset(false);
                     if data.is_empty() {
                         return Ok(());
@@ -616,6 +616,20 @@ mod tests {
             0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00,
         ];
         assert_eq!(inflate_all(&mut r, &two, UNLIMITED).unwrap(), b"Hello");
+    }
+
+    /// Interop vectors: pywebsocket's "tora" sent three times with context
+    /// takeover (as captured in Jetty's permessage-deflate tests).
+    #[test]
+    fn pywebsocket_vectors() {
+        let mut r = PerMessageDeflate::new(Role::Client, &params(false, false, 15, 15), &cfg_all());
+        for p in [
+            &[0x2a, 0xc9, 0x2f, 0x4a, 0x04, 0x00][..],
+            &[0x2a, 0x01, 0x62, 0x00, 0x00],
+            &[0x02, 0x61, 0x00, 0x00],
+        ] {
+            assert_eq!(inflate_all(&mut r, p, 4).unwrap(), b"tora");
+        }
     }
 
     /// An empty message: no payload, a single 00 (§7.2.3.6), an empty

@@ -206,7 +206,7 @@ pub fn inflate_raw(history: &[u8], data: &[u8]) -> Result<Decoded, &'static str>
 mod tests {
     use super::*;
 
-    /// RFC 7692 §7.2.3.1-§7.2.3.4 examples decode to "Hello".
+    /// RFC 7692 §7.2.3.1-§7.2.3.3 examples decode to "Hello".
     #[test]
     fn rfc_examples() {
         let mut hello = vec![0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
