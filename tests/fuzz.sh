@@ -10,14 +10,14 @@
 # Installs cargo-fuzz if missing. Exits non-zero if any target crashes,
 # leaks, times out or fails to build; crash inputs stay in fuzz/artifacts/<target>/
 # (reproduce: RUSTC_BOOTSTRAP=1 cargo fuzz run <target> fuzz/artifacts/<target>/<file>).
-# Cold build of the targets takes ~3 min on 2 cores; fuzzing ~4 x FUZZ_TIME.
+# Cold build of the targets takes ~3 min on 2 cores; fuzzing ~6 x FUZZ_TIME.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
 FUZZ_TIME=${FUZZ_TIME:-20}              # seconds per target
 FUZZ_SANITIZER=${FUZZ_SANITIZER:-address}
-ALL_TARGETS=(frame_reader utf8_validator handshake_request handshake_response)
+ALL_TARGETS=(frame_reader utf8_validator handshake_request handshake_response extension_header inflate)
 if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 
 if [ "$FUZZ_SANITIZER" != none ]; then
@@ -49,6 +49,7 @@ for t in "${TARGETS[@]}"; do
     extra=()
     case "$t" in
         handshake_*) extra+=("-dict=fuzz/dicts/http.dict") ;;
+        extension_header) extra+=("-dict=fuzz/dicts/extensions.dict") ;;
     esac
     log="$scratch/$t.log"
     touch "$scratch/stamp"

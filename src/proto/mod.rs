@@ -5,6 +5,8 @@
 //! handshake nonces.
 
 pub mod close;
+pub mod deflate;
+pub mod extensions;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
