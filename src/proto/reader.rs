@@ -5,6 +5,7 @@
 //! message.
 
 use crate::proto::close::{self, Violation};
+use crate::proto::deflate::{self, PerMessageDeflate};
 use crate::proto::frame::{self, FrameHeader, MAX_HEADER_LEN};
 use crate::proto::mask::{apply_mask, extend_masked};
 use crate::proto::utf8::Utf8Validator;
@@ -50,6 +51,14 @@ pub struct MessageReader {
     utf8: Utf8Validator,
     /// Once a violation has been reported, every further call reports it again.
     failed: Option<Violation>,
+    /// permessage-deflate, when negotiated (RFC 7692).
+    deflate: Option<PerMessageDeflate>,
+    /// The data message in progress is compressed: `msg` then holds only
+    /// the compressed bytes not yet inflated, `inflated` the message.
+    compressed: bool,
+    inflated: Vec<u8>,
+    /// Compressed bytes of the message in progress, for its size bound.
+    compressed_len: u64,
 }
 
 impl MessageReader {
@@ -67,7 +76,16 @@ impl MessageReader {
             ctrl: Vec::new(),
             utf8: Utf8Validator::new(),
             failed: None,
+            deflate: None,
+            compressed: false,
+            inflated: Vec::new(),
+            compressed_len: 0,
         }
+    }
+
+    /// Messages may come compressed (permessage-deflate was negotiated).
+    pub fn set_deflate(&mut self, d: PerMessageDeflate) {
+        self.deflate = Some(d);
     }
 
     pub fn set_max_message_size(&mut self, n: usize) {
@@ -179,7 +197,9 @@ impl MessageReader {
         if let Some(k) = hdr.mask {
             apply_mask(&mut self.msg[start..], k, pos as usize);
         }
-        if self.msg_opcode == Some(frame::OP_TEXT) {
+        if self.compressed {
+            self.inflate(start, false)?;
+        } else if self.msg_opcode == Some(frame::OP_TEXT) {
             self.utf8
                 .feed(&self.msg[start..])
                 .map_err(|_| Violation::invalid_data("invalid UTF-8 in text message"))?;
@@ -190,6 +210,25 @@ impl MessageReader {
             return self.finish_frame(&hdr);
         }
         Ok(None)
+    }
+
+    /// Inflates the compressed bytes at `msg[start..]` (all of the message
+    /// when `fin`) into `inflated`, checking the new text as UTF-8; the
+    /// compressed bytes are dropped.
+    fn inflate(&mut self, start: usize, fin: bool) -> Result<(), Violation> {
+        let Some(d) = self.deflate.as_mut() else {
+            return Err(Violation::protocol("reserved bits set"));
+        };
+        let before = self.inflated.len();
+        let r = d.decompress(&self.msg[start..], fin, self.max_message_size, &mut self.inflated);
+        self.msg.truncate(start);
+        r?;
+        if self.msg_opcode == Some(frame::OP_TEXT) {
+            self.utf8
+                .feed(&self.inflated[before..])
+                .map_err(|_| Violation::invalid_data("invalid UTF-8 in text message"))?;
+        }
+        Ok(())
     }
 
     fn read_inner(&mut self, buf: &[u8]) -> Result<(usize, Option<Message>), Violation> {
@@ -279,9 +318,11 @@ impl MessageReader {
     /// prepare buffers. `available` is how many payload bytes are already
     /// in the caller's buffer (used to bound reservations).
     fn start_frame(&mut self, h: &FrameHeader, available: usize) -> Result<(), Violation> {
-        if h.rsv != 0 {
-            return Err(Violation::protocol("reserved bits set"));
-        }
+        let compressed = match &self.deflate {
+            Some(_) => deflate::codec::message_is_compressed(h.opcode, h.rsv)?,
+            None if h.rsv != 0 => return Err(Violation::protocol("reserved bits set")),
+            None => false,
+        };
         match (self.role, h.mask.is_some()) {
             (Role::Server, false) => return Err(Violation::protocol("unmasked frame from client")),
             (Role::Client, true) => return Err(Violation::protocol("masked frame from server")),
@@ -313,14 +354,28 @@ impl MessageReader {
             }
             _ => return Err(Violation::protocol("reserved opcode")),
         }
-        let room = (self.max_message_size - self.msg.len().min(self.max_message_size)) as u64;
-        if h.payload_len > room {
-            return Err(Violation::too_big("message too big"));
-        }
         if h.opcode != frame::OP_CONTINUATION {
             self.msg_opcode = Some(h.opcode);
             self.msg.clear();
+            self.inflated.clear();
             self.utf8.reset();
+            self.compressed = compressed;
+            self.compressed_len = 0;
+        }
+        if self.compressed {
+            // The limit is on the inflated size (checked as it inflates);
+            // the compressed bytes may exceed it by what DEFLATE adds to
+            // incompressible data (5 bytes per 16 KiB block), and more.
+            let bound = compressed_bound(self.max_message_size);
+            self.compressed_len = self.compressed_len.saturating_add(h.payload_len);
+            if self.compressed_len > bound {
+                return Err(Violation::too_big("message too big"));
+            }
+        } else {
+            let room = (self.max_message_size - self.msg.len().min(self.max_message_size)) as u64;
+            if h.payload_len > room {
+                return Err(Violation::too_big("message too big"));
+            }
         }
         // payload_len <= room <= usize::MAX, so the cast is lossless.
         let want = (h.payload_len as usize).min(available.max(RESERVE_CAP));
@@ -343,6 +398,11 @@ impl MessageReader {
                 if !h.fin {
                     return Ok(None);
                 }
+                if self.compressed {
+                    self.inflate(self.msg.len(), true)?;
+                    self.compressed = false;
+                    self.msg = std::mem::take(&mut self.inflated);
+                }
                 let op = self.msg_opcode.take();
                 let data = std::mem::take(&mut self.msg);
                 if op == Some(frame::OP_TEXT) {
@@ -357,6 +417,12 @@ impl MessageReader {
             }
         }
     }
+}
+
+/// The most compressed bytes a message of at most `max` inflated bytes
+/// may take.
+fn compressed_bound(max: usize) -> u64 {
+    (max as u64).saturating_add(max as u64 / 64).saturating_add(1024)
 }
 
 #[cfg(test)]
@@ -1050,5 +1116,117 @@ mod tests {
             let in_place = decode_in_place(&mut r, &wire, 1, &mut || 1 + seed.below(64) as usize);
             assert_eq!(in_place, whole, "round {round}");
         }
+    }
+
+    // ---- permessage-deflate (RFC 7692) ----
+
+    use crate::proto::deflate::{DeflateConfig, DeflateParams, SendMode};
+
+    fn pmd(role: Role) -> PerMessageDeflate {
+        PerMessageDeflate::new(role, &DeflateParams::default(), &DeflateConfig::default())
+    }
+
+    fn deflate_reader(max: usize) -> MessageReader {
+        let mut r = MessageReader::new(Role::Client, max);
+        r.set_deflate(pmd(Role::Client));
+        r
+    }
+
+    /// Server frames of one message compressed by a server-side compressor:
+    /// RSV1 on the first frame only, the payload cut into `parts` fragments.
+    fn compressed_frames(tx: &mut PerMessageDeflate, op: u8, data: &[u8], parts: usize) -> Vec<u8> {
+        let chunk = data.len().div_ceil(parts).max(1);
+        let pieces: Vec<&[u8]> = if data.is_empty() { vec![&[][..]] } else { data.chunks(chunk).collect() };
+        let mut wire = Vec::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            let fin = i + 1 == pieces.len();
+            let c = tx.compress(piece, fin, SendMode::Auto).unwrap();
+            let mut f = u(fin, if i == 0 { op } else { frame::OP_CONTINUATION }, &c.payload);
+            if c.rsv1 {
+                f[0] |= deflate::RSV1_BIT;
+            }
+            wire.extend(f);
+        }
+        wire
+    }
+
+    #[test]
+    fn compressed_messages_whole_fragmented_and_split() {
+        let text = "{\"id\": 1, \"name\": \"caf\u{e9}\", \"tags\": [\"a\", \"b\", \"c\"]} ".repeat(50);
+        let binary: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let mut tx = pmd(Role::Server);
+        let mut wire = compressed_frames(&mut tx, frame::OP_TEXT, text.as_bytes(), 1);
+        wire.extend(compressed_frames(&mut tx, frame::OP_BINARY, &binary, 4));
+        wire.extend(u(true, frame::OP_PING, b"p"));
+        wire.extend(compressed_frames(&mut tx, frame::OP_TEXT, text.as_bytes(), 3));
+        wire.extend(compressed_frames(&mut tx, frame::OP_TEXT, b"", 1));
+        wire.extend(u(true, frame::OP_TEXT, b"plain"));
+        let want = vec![
+            Message::Text(text.as_bytes().to_vec()),
+            Message::Binary(binary.clone()),
+            Message::Ping(b"p".to_vec()),
+            Message::Text(text.as_bytes().to_vec()),
+            Message::Text(Vec::new()),
+            Message::Text(b"plain".to_vec()),
+        ];
+        assert!(wire.len() < text.len(), "compressed: {} bytes", wire.len());
+        for sizes in [usize::MAX, 1, 7, 100] {
+            let mut r = deflate_reader(MAX);
+            assert_eq!(decode_with(&mut r, &wire, &mut || sizes), (want.clone(), None), "chunks of {sizes}");
+            let mut r = deflate_reader(MAX);
+            assert_eq!(decode_in_place(&mut r, &wire, 1, &mut || sizes), (want.clone(), None), "in place, {sizes}");
+        }
+    }
+
+    #[test]
+    fn compression_failures_close_with_the_rfc_codes() {
+        let code = |r: &mut MessageReader, wire: &[u8]| decode_with(r, wire, &mut || usize::MAX).1.map(|v| v.code);
+        // RSV1 without the extension negotiated.
+        let mut f = u(true, frame::OP_TEXT, b"x");
+        f[0] |= deflate::RSV1_BIT;
+        assert_eq!(code(&mut MessageReader::new(Role::Client, MAX), &f), Some(1002));
+        // RSV1 on a control frame, on a continuation frame; RSV2.
+        let mut ping = u(true, frame::OP_PING, b"");
+        ping[0] |= deflate::RSV1_BIT;
+        assert_eq!(code(&mut deflate_reader(MAX), &ping), Some(1002));
+        let mut tx = pmd(Role::Server);
+        let mut two = compressed_frames(&mut tx, frame::OP_BINARY, &[7u8; 300], 2);
+        let first_len = 2 + (two[1] & 0x7f) as usize;
+        two[first_len] |= deflate::RSV1_BIT;
+        assert_eq!(code(&mut deflate_reader(MAX), &two), Some(1002));
+        let mut rsv2 = u(true, frame::OP_TEXT, b"x");
+        rsv2[0] |= 0x20;
+        assert_eq!(code(&mut deflate_reader(MAX), &rsv2), Some(1002));
+        // Data that is not DEFLATE: 1007.
+        let mut bad = u(true, frame::OP_BINARY, &[0xff, 0xff, 0xff, 0xff]);
+        bad[0] |= deflate::RSV1_BIT;
+        assert_eq!(code(&mut deflate_reader(MAX), &bad), Some(1007));
+        // Compressed text that inflates to invalid UTF-8: 1007.
+        let mut tx = pmd(Role::Server);
+        let invalid = compressed_frames(&mut tx, frame::OP_TEXT, &[b'a', 0xc3, 0x28, b'b'].repeat(40), 1);
+        assert_eq!(code(&mut deflate_reader(MAX), &invalid), Some(1007));
+    }
+
+    /// A small compressed message that inflates past the limit closes with
+    /// 1009 without being inflated whole: the reader holds no more than the
+    /// limit (and one step of output) however far the data would inflate.
+    #[test]
+    fn decompression_bomb_stops_at_the_limit() {
+        let mut tx = pmd(Role::Server);
+        let zeros = vec![0u8; 8 << 20];
+        let wire = compressed_frames(&mut tx, frame::OP_BINARY, &zeros, 1);
+        assert!(wire.len() < zeros.len() / 50, "{} bytes", wire.len());
+        let max = 1 << 20;
+        let mut r = deflate_reader(max);
+        let (msgs, v) = decode_with(&mut r, &wire, &mut || 4096);
+        assert!(msgs.is_empty());
+        assert_eq!(v.map(|v| v.code), Some(1009));
+        assert!(r.inflated.capacity() <= max + 64 * 1024, "{}", r.inflated.capacity());
+        // At the limit exactly, it passes.
+        let mut tx = pmd(Role::Server);
+        let wire = compressed_frames(&mut tx, frame::OP_BINARY, &zeros[..max], 3);
+        let mut r = deflate_reader(max);
+        let (msgs, v) = decode_with(&mut r, &wire, &mut || 4096);
+        assert_eq!((msgs.len(), v), (1, None));
     }
 }
