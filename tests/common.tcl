@@ -19,6 +19,8 @@ if {[lindex $::auto_path 0] ne $::rootdir} {
     set ::auto_path [linsert $::auto_path 0 $::rootdir]
 }
 package require websocket 1.7.0
+# The package's permessage-deflate defaults, which cleanup_all restores.
+if {![info exists ::deflate_defaults]} {set ::deflate_defaults [::websocket::deflate]}
 # The library built for the running Tcl: libwebsocket (8.6) or
 # libtcl9websocket (Tcl 9, `make TCL_CONFIG=...`), as pkgIndex.tcl picks it.
 set ::libname [expr {[package vsatisfies [package provide Tcl] 9-] ? "libtcl9websocket" : "libwebsocket"}]
@@ -77,6 +79,18 @@ unset ::__err
 constraint linux [expr {$::tcl_platform(os) eq "Linux" && [file isdirectory /proc/self/task]}] \
     "not Linux with /proc"
 constraint ldd [expr {[llength [auto_execok ldd]] > 0}] "no ldd"
+# node's ws package (tests/peers/ws_node_peer.js)
+if {![info exists ::have_nodews]} {
+    set ::node [lindex [auto_execok node] 0]
+    set ::have_nodews 0
+    if {$::node ne ""} {
+        set ::have_nodews [expr {![catch {
+            exec $::node -e [format {require(%s)} \
+                '[file join $::testsdir peers node_modules ws]'] 2>@1
+        }]}]
+    }
+}
+constraint nodews $::have_nodews "node, or its ws package (npm ci --prefix tests/peers), is missing"
 # tcllib 1.4.2's websocket (Debian's tcllib 1.21) under the system's Tcl
 # 8.6, for peers/tcllib_server.tcl: a real server built on tcllib.
 set ::tclsh86 [lindex [auto_execok tclsh8.6] 0]
@@ -354,7 +368,9 @@ proc raw_head {mode sock} {
             accept {
                 # ::raw(after_accept), if set, goes out in the same write.
                 set more [expr {[info exists ::raw(after_accept)] ? $::raw(after_accept) : ""}]
-                puts -nonewline $sock "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: [::websocket::sec-websocket-accept $key]\r\n\r\n$more"
+                # ::raw(extra_headers), if set, are more header lines (CRLF each).
+                set extra [expr {[info exists ::raw(extra_headers)] ? $::raw(extra_headers) : ""}]
+                puts -nonewline $sock "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: [::websocket::sec-websocket-accept $key]\r\n$extra\r\n$more"
                 flush $sock
                 fileevent $sock readable [list raw_collect $sock]
             }
@@ -632,6 +648,7 @@ if {![info exists ::rawsocks]} {set ::rawsocks {}}
 # Closes every WebSocket, server, raw socket and python peer the test made,
 # and forgets recorded events.
 proc cleanup_all {} {
+    ::websocket::deflate {*}$::deflate_defaults
     foreach s [::websocket::find] {
         catch {::websocket::close $s}
     }

@@ -9,6 +9,7 @@ use crate::engine::bridge as bridge_engine;
 use crate::engine::client;
 use crate::engine::conn::{self as engine_conn, Cmd, Options, Setup};
 use crate::proto::close;
+use crate::proto::deflate::{DeflateConfig, DeflateParams, PerMessageDeflate};
 use crate::proto::Role;
 use crate::tcl::{bridge, channel};
 use crate::tcl::{CmdResult, Interp, Obj, ObjRef, TclError};
@@ -36,15 +37,23 @@ pub fn attach_socket(
     server: bool,
     preamble: Vec<u8>,
     info: Obj,
+    deflate: Option<(DeflateParams, DeflateConfig)>,
 ) -> Result<(), TclError> {
     let id = next_id();
     let (handle, inbox) = engine_conn::channel(id, DEFAULT_MAX_MESSAGE);
     let mut conn = Conn::new(id, sock, handler, server, ConnState::Connected, handle);
-    let opts = Options {
-        role: if server { Role::Server } else { Role::Client },
+    let role = if server { Role::Server } else { Role::Client };
+    let mut opts = Options {
+        role,
         keepalive: keepalive_duration(conn.keepalive)?,
         ping_payload: Vec::new(),
+        deflate: None,
     };
+    if let Some((params, cfg)) = deflate {
+        conn.deflate = Some(PerMessageDeflate::new(role, &params, &cfg));
+        conn.extensions = super::deflate::describe_params(&params);
+        opts.deflate = Some((params, cfg));
+    }
     let (_, kind) = channel::lookup(interp, sock)?;
     match kind {
         channel::ChannelKind::Name => return Err(channel::already_websocket(sock)),
@@ -213,6 +222,7 @@ pub fn takeover(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         server,
         Vec::new(),
         info,
+        None,
     )?;
     Ok(None)
 }
@@ -317,6 +327,8 @@ pub fn conninfo(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
         Obj::string(c.state.name())
     } else if w == "queued" {
         Obj::int(c.handle.queued() as i64)
+    } else if w == "extensions" {
+        Obj::string(&c.extensions)
     } else {
         return Err(TclError::ws(
             format!("{what} is not a known information piece for a websocket"),

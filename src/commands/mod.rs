@@ -2,6 +2,7 @@
 //! events back in as handler calls. One `State` per interpreter.
 
 mod conn;
+mod deflate;
 pub mod log;
 mod open;
 mod send;
@@ -137,6 +138,12 @@ pub struct Conn {
     pub held: Option<HeldChannel>,
     /// The channel that keeps the socket's name working for the script.
     pub name_channel: Option<crate::tcl::channel::NameChannel>,
+    /// permessage-deflate's compressor, once negotiated.
+    pub deflate: Option<crate::proto::deflate::PerMessageDeflate>,
+    /// What a client offered, until the server answers.
+    pub deflate_offer: Option<crate::proto::deflate::DeflateConfig>,
+    /// The extensions negotiated, as `conninfo $sock extensions` gives them.
+    pub extensions: String,
 }
 
 impl Conn {
@@ -176,6 +183,9 @@ impl Conn {
             handle,
             held: None,
             name_channel: None,
+            deflate: None,
+            deflate_offer: None,
+            extensions: String::new(),
         }
     }
 }
@@ -198,6 +208,8 @@ pub struct Live {
     pub path: String,
     pub handler: Obj,
     pub protocol: String,
+    /// `-deflate`; None: the interpreter's defaults when a request comes.
+    pub deflate: Option<deflate::Settings>,
 }
 
 /// What `test` found, waiting for `upgrade`.
@@ -207,6 +219,8 @@ pub struct Pending {
     pub query: Obj,
     pub handler: Obj,
     pub protocol: String,
+    /// permessage-deflate accepted by `test`, with our settings.
+    pub deflate: Option<(crate::proto::deflate::negotiate::Accepted, crate::proto::deflate::DeflateConfig)>,
 }
 
 type Inbox = Mailbox<(u64, Event)>;
@@ -247,6 +261,8 @@ pub struct State {
     pub bridges: RefCell<Vec<crate::tcl::bridge::Bridge>>,
     pub keys: RefCell<MaskKeys>,
     pub logger: log::Logger,
+    /// `::websocket::deflate`: what `open` and `live` use without -deflate.
+    pub deflate_defaults: RefCell<deflate::Settings>,
     shut: Cell<bool>,
     /// This State, for callbacks that must not keep it alive.
     me: Weak<State>,
@@ -471,6 +487,7 @@ impl State {
         match event {
             Event::Connected {
                 protocol,
+                deflate: negotiated,
                 peer,
                 local,
             } => {
@@ -478,6 +495,14 @@ impl State {
                     c.state = ConnState::Connected;
                     c.peer = peer;
                     c.local = local;
+                    if let (Some(params), Some(cfg)) = (negotiated, c.deflate_offer.take()) {
+                        c.deflate = Some(crate::proto::deflate::PerMessageDeflate::new(
+                            crate::proto::Role::Client,
+                            &params,
+                            &cfg,
+                        ));
+                        c.extensions = deflate::describe_params(&params);
+                    }
                 }
                 self.logger.log(
                     Level::Debug,
@@ -886,6 +911,7 @@ pub fn init(interp: Interp) -> Result<(), TclError> {
             bridges: RefCell::new(Vec::new()),
             keys: RefCell::new(MaskKeys::new()),
             logger: log::Logger::default(),
+            deflate_defaults: RefCell::new(deflate::Settings::default()),
             shut: Cell::new(false),
             me: weak,
         }
@@ -951,6 +977,7 @@ const COMMANDS: &[(&str, CommandFn)] = &[
     ("find", conn::find),
     ("configure", conn::configure),
     ("loglevel", conn::loglevel),
+    ("deflate", deflate::deflate),
     ("server", server::server),
     ("live", server::live),
     ("test", server::test),

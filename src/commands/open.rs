@@ -16,6 +16,7 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// tcllib's accepted option prefixes (http::geturl's options), plus -tls.
 const ALLOWED: &[&str] = &[
     "bi*", "bl*", "ch*", "he*", "k*", "m*", "prog*", "prot*", "qu*", "s*", "ti*", "ty*", "tls",
+    "deflate",
 ];
 
 /// tcllib hands every allowed option it does not handle itself (all but
@@ -129,6 +130,7 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let mut myaddr = None;
     let mut tls = TlsSettings::default();
     let mut strict = true;
+    let mut deflate = st.deflate_defaults.borrow().clone();
     // http::geturl's verdict on the options tcllib would have passed on:
     // given after tcllib's own option loop, as tcllib's open does.
     let mut geturl_error: Option<String> = None;
@@ -147,6 +149,8 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         let lower = bare.to_ascii_lowercase();
         if lower == "tls" {
             tls = parse_tls(interp, v)?;
+        } else if lower == "deflate" {
+            deflate = super::deflate::parse_value(st, interp, v)?;
         } else if lower.starts_with("he") {
             // tcllib does `array set HDR $v`: the last value of a name wins.
             for (name, value) in pairs(interp, v)? {
@@ -209,14 +213,9 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let id = next_id();
     let name = format!("sockws{id}");
     let (handle, inbox) = engine_conn::channel(id, DEFAULT_MAX_MESSAGE);
-    st.register(Conn::new(
-        id,
-        &name,
-        handler,
-        false,
-        ConnState::Connecting,
-        handle,
-    ));
+    let mut conn = Conn::new(id, &name, handler, false, ConnState::Connecting, handle);
+    conn.deflate_offer = deflate.offered();
+    st.register(conn);
     let request = Request {
         target,
         protocols,
@@ -224,11 +223,13 @@ pub fn open(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         timeout: Some(timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)),
         myaddr,
         tls,
+        deflate: deflate.offered(),
     };
     let opts = Options {
         role: Role::Client,
         keepalive: None,
         ping_payload: Vec::new(),
+        deflate: None,
     };
     st.logger.log(
         Level::Debug,

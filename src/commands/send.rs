@@ -1,6 +1,7 @@
 //! `::websocket::send sock type ?msg? ?final?`
 
 use super::{log::Level, wrong_args, ConnState, State};
+use crate::proto::deflate::{self, SendMode};
 use crate::proto::frame;
 use crate::tcl::{CmdResult, Interp, Obj, ObjRef, TclError};
 
@@ -78,9 +79,26 @@ fn send_close(st: &State, interp: Interp, sock: &str, payload: Option<ObjRef>) -
     st.with_handler_calls(|| super::conn::close_sock(st, sock, code, reason))
 }
 
+/// The per-message options after `final`: `-compress bool`.
+fn send_mode(interp: Interp, opts: &[ObjRef]) -> Result<SendMode, TclError> {
+    let mut mode = SendMode::Auto;
+    for pair in opts.chunks(2) {
+        let k = pair[0].to_string_lossy();
+        if k != "-compress" {
+            return Err(TclError::ws(
+                format!("{k} is not a recognised option (use -compress)"),
+                &["OPTION"],
+            ));
+        }
+        let on = pair[1].get_boolean(Some(interp)).ok_or(TclError::InInterp)?;
+        mode = if on { SendMode::Auto } else { SendMode::Uncompressed };
+    }
+    Ok(mode)
+}
+
 pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
-    if objv.len() < 3 || objv.len() > 5 {
-        return Err(wrong_args(objv, "sock type ?msg? ?final?"));
+    if objv.len() < 3 || objv.len() % 2 == 0 && objv.len() > 5 {
+        return Err(wrong_args(objv, "sock type ?msg? ?final? ?-compress boolean?"));
     }
     let sock = objv[1].to_string_lossy();
     let mut conns = st.conns.borrow_mut();
@@ -103,6 +121,7 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         Some(f) => f.get_boolean(Some(interp)).ok_or(TclError::InInterp)?,
         None => true,
     };
+    let mode = send_mode(interp, objv.get(5..).unwrap_or(&[]))?;
     // The message's type decides how `msg` is read: text as UTF-8, the rest as bytes.
     let data_opcode = if opcode == frame::OP_CONTINUATION {
         conn.outgoing.current_opcode().unwrap_or(frame::OP_BINARY)
@@ -143,9 +162,24 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         ));
     }
     let refused = |e: crate::proto::writer::SendError| TclError::ws(e.to_string(), &[]);
+    // Compressed last, once nothing can refuse the send: the compressor's
+    // context must hold only what the peer gets.
+    let compressed;
+    let (payload, rsv1): (&[u8], bool) = match conn.deflate.as_mut() {
+        Some(d) if !frame::is_control(wire_opcode) => {
+            compressed = d.compress(payload, fin, mode).map_err(|e| {
+                TclError::ws(format!("Cannot send on {sock}: {e}"), &["DEFLATE"])
+            })?;
+            (&compressed.payload, compressed.rsv1)
+        }
+        _ => (payload, false),
+    };
     let n = if conn.server {
-        let (header, hlen) =
+        let (mut header, hlen) =
             frame::header(fin, wire_opcode, None, payload.len() as u64).map_err(refused)?;
+        if rsv1 {
+            header[0] |= deflate::RSV1_BIT;
+        }
         conn.outgoing = outgoing;
         if st.delivering() && payload.len() < CORK_MAX_FRAME {
             st.cork(conn, &header[..hlen], payload);
@@ -161,6 +195,9 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         let mask = st.keys.borrow_mut().next_key();
         let mut out = Vec::with_capacity(payload.len() + frame::MAX_HEADER_LEN);
         frame::encode_frame(&mut out, fin, wire_opcode, Some(mask), payload).map_err(refused)?;
+        if rsv1 {
+            out[0] |= deflate::RSV1_BIT;
+        }
         conn.outgoing = outgoing;
         let n = out.len();
         if st.delivering() && payload.len() < CORK_MAX_FRAME {

@@ -4,6 +4,7 @@
 
 use super::conn::attach_socket;
 use super::{glob_match, log::Level, wrong_args, Live, Pending, State};
+use crate::proto::deflate::negotiate;
 use crate::proto::handshake;
 use crate::tcl::{CmdResult, Interp, Obj, ObjRef, TclError};
 
@@ -17,11 +18,24 @@ pub fn server(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
     Ok(Some(Obj::string(&sock)))
 }
 
-/// `live sock path cb ?proto?`: a handler for paths matching `path` (glob).
-pub fn live(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
-    if objv.len() < 4 || objv.len() > 5 {
-        return Err(wrong_args(objv, "sock path cb ?proto?"));
+/// `live sock path cb ?proto? ?-deflate value?`: a handler for paths
+/// matching `path` (glob).
+pub fn live(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
+    if objv.len() < 4 || objv.len() == 6 || objv.len() > 7 {
+        return Err(wrong_args(objv, "sock path cb ?proto? ?-deflate value?"));
     }
+    let deflate = match objv.get(5) {
+        None => None,
+        Some(k) if k.to_string_lossy() == "-deflate" => {
+            Some(super::deflate::parse_value(st, interp, objv[6])?)
+        }
+        Some(k) => {
+            return Err(TclError::ws(
+                format!("{} is not a recognised option (use -deflate)", k.to_string_lossy()),
+                &["OPTION"],
+            ))
+        }
+    };
     let sock = objv[1].to_string_lossy();
     let mut servers = st.servers.borrow_mut();
     let lives = servers.get_mut(&sock).ok_or_else(|| {
@@ -38,6 +52,7 @@ pub fn live(st: &State, _interp: Interp, objv: &[ObjRef]) -> CmdResult {
             .get(4)
             .map(|p| p.to_string_lossy())
             .unwrap_or_else(|| "*".into()),
+        deflate,
     });
     // tcllib returns what its `lappend` gives: every registration so far.
     let mut all = Vec::with_capacity(lives.len() * 3);
@@ -111,13 +126,33 @@ pub fn test(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
             .position(|p| glob_match(&l.protocol, p, false));
         if glob_match(&l.path, &path, false) && (valid.protocols.is_empty() || idx.is_some()) {
             let protocol = idx.map(|i| valid.protocols[i].clone()).unwrap_or_default();
-            found = Some((l.handler.clone(), protocol));
+            let settings = l
+                .deflate
+                .clone()
+                .unwrap_or_else(|| st.deflate_defaults.borrow().clone());
+            found = Some((l.handler.clone(), protocol, settings.offered()));
             break;
         }
     }
-    let Some((handler, protocol)) = found else {
+    let Some((handler, protocol, deflate_config)) = found else {
         st.logger.log(Level::Warn, &format!("Cannot find any handler for {path}"));
         return Ok(Some(Obj::int(0)));
+    };
+    // permessage-deflate: the first acceptable offer; a header that does not
+    // parse makes the request invalid, as node's ws and Python's websockets
+    // answer it.
+    let deflate = match deflate_config {
+        None => None,
+        Some(cfg) => match negotiate::negotiate_server_headers(&cfg, &headers) {
+            Ok(accepted) => accepted.map(|a| (a, cfg)),
+            Err(e) => {
+                st.logger.log(
+                    Level::Warn,
+                    &format!("Invalid WebSocket request on {cli}: Sec-WebSocket-Extensions: {e}"),
+                );
+                return Ok(Some(Obj::int(0)));
+            }
+        },
     };
     let query = objv
         .get(5)
@@ -131,6 +166,7 @@ pub fn test(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
             query,
             handler,
             protocol,
+            deflate,
         },
     );
     Ok(Some(Obj::int(1)))
@@ -150,9 +186,16 @@ pub fn upgrade(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         );
         TclError::ws(format!("{sock} is not a WebSocket client"), &[])
     })?;
-    let response = handshake::build_accept_response(&pending.accept, &pending.protocol);
+    let extensions = pending
+        .deflate
+        .as_ref()
+        .map(|(a, _)| a.response.as_str())
+        .unwrap_or("");
+    let response =
+        handshake::build_accept_response_with(&pending.accept, &pending.protocol, extensions);
     let info = Obj::list(&[Obj::string(&pending.path), pending.query.clone()]);
-    attach_socket(st, interp, &sock, pending.handler, true, response, info)?;
+    let deflate = pending.deflate.map(|(a, cfg)| (a.params, cfg));
+    attach_socket(st, interp, &sock, pending.handler, true, response, info, deflate)?;
     Ok(None)
 }
 

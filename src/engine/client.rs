@@ -4,6 +4,7 @@
 use super::conn::{self, Cmd, Inbox, Options, Setup};
 use super::tls::{self, TlsSettings};
 use super::{Event, Sink};
+use crate::proto::deflate::{negotiate, DeflateConfig, DeflateParams};
 use crate::proto::handshake;
 use crate::proto::mask::MaskKeys;
 use rustls::pki_types::ServerName;
@@ -87,6 +88,8 @@ pub struct Request {
     pub timeout: Option<Duration>,
     pub myaddr: Option<String>,
     pub tls: TlsSettings,
+    /// permessage-deflate to offer (None: offer no extension).
+    pub deflate: Option<DeflateConfig>,
 }
 
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -101,8 +104,16 @@ struct Established {
     stream: Transport,
     leftover: Vec<u8>,
     protocol: String,
+    deflate: Option<DeflateParams>,
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
+}
+
+/// What the server's 101 answer settled besides the stream.
+struct Answer {
+    leftover: Vec<u8>,
+    protocol: String,
+    deflate: Option<DeflateParams>,
 }
 
 async fn connect_tcp(req: &Request) -> Result<TcpStream, String> {
@@ -197,14 +208,21 @@ async fn handshake_on<S: Stream>(
     mut stream: S,
     req: &Request,
     progress: &Progress,
-) -> Result<(S, Vec<u8>, String), String> {
+) -> Result<(S, Answer), String> {
     let key = handshake::generate_key(&mut MaskKeys::new());
+    // The package negotiates extensions itself: an offer the script put in
+    // -headers gives way to ours.
+    let mut headers = req.headers.clone();
+    if let Some(cfg) = &req.deflate {
+        headers.retain(|(n, _)| !n.eq_ignore_ascii_case("Sec-WebSocket-Extensions"));
+        headers.push(("Sec-WebSocket-Extensions".into(), negotiate::client_offer(cfg)));
+    }
     let head = handshake::build_client_request(
         &req.target.host_header,
         &req.target.resource,
         &key,
         &req.protocols,
-        &req.headers,
+        &headers,
     )
     .map_err(|e| e.message)?;
     stream
@@ -223,10 +241,22 @@ async fn handshake_on<S: Stream>(
                         resp.status, req.target.url
                     ));
                 }
-                let protocol = handshake::validate_response(&resp, &key, &req.protocols)
-                    .map_err(|e| format!("{} (from {})", e.message, req.target.url))?;
+                let (protocol, deflate) = handshake::validate_response_with(
+                    &resp,
+                    &key,
+                    &req.protocols,
+                    req.deflate.as_ref(),
+                )
+                .map_err(|e| format!("{} (from {})", e.message, req.target.url))?;
                 let leftover = buf[used..].to_vec();
-                return Ok((stream, leftover, protocol));
+                return Ok((
+                    stream,
+                    Answer {
+                        leftover,
+                        protocol,
+                        deflate,
+                    },
+                ));
             }
             Ok(None) => {}
             Err(e) => {
@@ -273,20 +303,22 @@ async fn establish(req: &Request, progress: &Progress) -> Result<Established, St
             .connect(server_name, tcp)
             .await
             .map_err(|e| format!("TLS handshake with {} failed: {e}", req.target.url))?;
-        let (s, leftover, protocol) = handshake_on(tls, req, progress).await?;
+        let (s, a) = handshake_on(tls, req, progress).await?;
         Ok(Established {
             stream: Transport::Tls(Box::new(s)),
-            leftover,
-            protocol,
+            leftover: a.leftover,
+            protocol: a.protocol,
+            deflate: a.deflate,
             peer,
             local,
         })
     } else {
-        let (s, leftover, protocol) = handshake_on(tcp, req, progress).await?;
+        let (s, a) = handshake_on(tcp, req, progress).await?;
         Ok(Established {
             stream: Transport::Tcp(s),
-            leftover,
-            protocol,
+            leftover: a.leftover,
+            protocol: a.protocol,
+            deflate: a.deflate,
             peer,
             local,
         })
@@ -330,10 +362,14 @@ pub fn spawn(req: Request, mut opts: Options, id: u64, sink: Arc<dyn Sink>, mut 
                     id,
                     Event::Connected {
                         protocol: e.protocol,
+                        deflate: e.deflate,
                         peer: e.peer,
                         local: e.local,
                     },
                 );
+                if let (Some(params), Some(cfg)) = (e.deflate, &req.deflate) {
+                    opts.deflate = Some((params, cfg.clone()));
+                }
                 let setup = Setup {
                     buffered: e.leftover,
                     preamble: Vec::new(),

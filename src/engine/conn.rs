@@ -11,6 +11,7 @@
 use super::queue::{self, Receiver, Sender, TryRecvError, WeakSender};
 use super::{Event, Sink};
 use crate::proto::close::{self, CloseFrame};
+use crate::proto::deflate::{DeflateConfig, DeflateParams, PerMessageDeflate};
 use crate::proto::frame;
 use crate::proto::mask::MaskKeys;
 use crate::proto::reader::{Message, MessageReader};
@@ -295,6 +296,9 @@ pub struct Options {
     pub role: Role,
     pub keepalive: Option<Duration>,
     pub ping_payload: Vec<u8>,
+    /// permessage-deflate as negotiated, with our settings: the reader
+    /// inflates compressed messages.
+    pub deflate: Option<(DeflateParams, DeflateConfig)>,
 }
 
 fn clock() -> u64 {
@@ -366,8 +370,12 @@ where
     let (to_writer, from_reader) = queue::queue();
     let shared = inbox.shared.clone();
     shared.touch();
+    let mut message_reader = MessageReader::new(opts.role, shared.max_message.load(Ordering::Relaxed));
+    if let Some((params, cfg)) = &opts.deflate {
+        message_reader.set_deflate(PerMessageDeflate::new(opts.role, params, cfg));
+    }
     let reader = Reader {
-        reader: MessageReader::new(opts.role, shared.max_message.load(Ordering::Relaxed)),
+        reader: message_reader,
         id,
         sink: sink.clone(),
         to_writer,

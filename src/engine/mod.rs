@@ -18,6 +18,8 @@ pub enum Event {
     /// A client handshake completed; `protocol` is the server's choice or "".
     Connected {
         protocol: String,
+        /// permessage-deflate as the server accepted it, if it did.
+        deflate: Option<crate::proto::deflate::DeflateParams>,
         peer: Option<SocketAddr>,
         local: Option<SocketAddr>,
     },

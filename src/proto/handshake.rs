@@ -1,5 +1,6 @@
 //! Opening handshake (RFC 6455 §4) with RFC 7230 header syntax.
 
+use crate::proto::deflate::{negotiate, DeflateConfig, DeflateParams};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
@@ -502,6 +503,18 @@ pub fn validate_response(
     key: &str,
     offered: &[String],
 ) -> Result<String, HandshakeError> {
+    validate_response_with(resp, key, offered, None).map(|(protocol, _)| protocol)
+}
+
+/// [`validate_response`] for a request that offered permessage-deflate as
+/// `deflate` says (None: no extension offered): also returns what the
+/// server accepted of it (None: it declined).
+pub fn validate_response_with(
+    resp: &Response,
+    key: &str,
+    offered: &[String],
+    deflate: Option<&DeflateConfig>,
+) -> Result<(String, Option<DeflateParams>), HandshakeError> {
     if resp.status != 101 {
         return Err(HandshakeError::new(
             "STATUS",
@@ -541,6 +554,12 @@ pub fn validate_response(
             format!("Server selected a subprotocol that was not offered: '{selected}'"),
         ));
     }
+    if let Some(cfg) = deflate {
+        let params = negotiate::accept_response_headers(cfg, h).map_err(|e| {
+            HandshakeError::new("EXTENSION", format!("Server's extension answer refused: {e}"))
+        })?;
+        return Ok((selected, params));
+    }
     let ext: Vec<&str> = header_values(h, "Sec-WebSocket-Extensions")
         .into_iter()
         .map(str::trim)
@@ -555,16 +574,25 @@ pub fn validate_response(
             ),
         ));
     }
-    Ok(selected)
+    Ok((selected, None))
 }
 
 /// Server 101 response (RFC 6455 §4.2.2).
 pub fn build_accept_response(accept: &str, protocol: &str) -> Vec<u8> {
+    build_accept_response_with(accept, protocol, "")
+}
+
+/// [`build_accept_response`] with the extensions accepted (a
+/// `Sec-WebSocket-Extensions` value; "" for none).
+pub fn build_accept_response_with(accept: &str, protocol: &str, extensions: &str) -> Vec<u8> {
     let mut s = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
     );
     if !protocol.is_empty() {
         s.push_str(&format!("Sec-WebSocket-Protocol: {protocol}\r\n"));
+    }
+    if !extensions.is_empty() {
+        s.push_str(&format!("Sec-WebSocket-Extensions: {extensions}\r\n"));
     }
     s.push_str("\r\n");
     s.into_bytes()

@@ -39,6 +39,8 @@
 // are i % 256. Every wait is bounded (10 s), and the whole run too (60 s).
 'use strict';
 const { WebSocket, WebSocketServer } = require('ws');
+// WS_DEFLATE=1: permessage-deflate, with ws's defaults (both roles).
+const DEFLATE = process.env.WS_DEFLATE === '1';
 
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
 
@@ -85,10 +87,10 @@ function sendBinFragments(ws, n, k) {
 }
 
 function runServer() {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false });
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: DEFLATE });
   wss.on('listening', () => process.stdout.write(wss.address().port + '\n'));
   wss.on('connection', (ws, req) => {
-    out({ event: 'connect', path: req.url });
+    out({ event: 'connect', path: req.url, extensions: ws.extensions });
     ws.on('error', (e) => out({ event: 'error', message: String(e.message) }));
     ws.on('pong', (d) => out({ event: 'pong', hex: d.toString('hex') }));
     ws.on('close', reportClose);
@@ -119,7 +121,7 @@ function runServer() {
 }
 
 function runClient(url, ops) {
-  const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: 5000 });
+  const ws = new WebSocket(url, { perMessageDeflate: DEFLATE, handshakeTimeout: 5000 });
   const inbox = [];     // messages not yet consumed by a recv op
   const waiters = [];   // {kind, resolve}
   let closed = null;
@@ -158,7 +160,7 @@ function runClient(url, ops) {
   };
   ws.on('open', async () => {
     opened = true;
-    out({ event: 'open' });
+    out({ event: 'open', extensions: ws.extensions });
     try {
       for (const op of ops) {
         const i = op.indexOf(':');

@@ -72,13 +72,18 @@ def closed_event(ws):
 
 
 def opts_from(argv):
-    opts = {"subprotocols": None, "max_size": None}
+    opts = {"subprotocols": None, "max_size": None, "compression": None}
     rest = []
     i = 0
     while i < len(argv):
         if argv[i] == "--subprotocols":
             opts["subprotocols"] = [p for p in argv[i + 1].split(",") if p]
             i += 2
+        elif argv[i] == "--deflate":
+            # permessage-deflate with websockets' defaults (window 12 bits
+            # for its compressor, client_max_window_bits offered).
+            opts["compression"] = "deflate"
+            i += 1
         elif argv[i] == "--max-size":
             opts["max_size"] = int(argv[i + 1])
             i += 2
@@ -89,7 +94,8 @@ def opts_from(argv):
 
 
 async def server_handler(ws):
-    out(event="connect", path=ws.request.path, subprotocol=ws.subprotocol)
+    out(event="connect", path=ws.request.path, subprotocol=ws.subprotocol,
+        extensions=ws.response.headers.get("Sec-WebSocket-Extensions", ""))
     try:
         async for msg in ws:
             if isinstance(msg, str):
@@ -140,7 +146,7 @@ async def run_server(argv):
         0,
         subprotocols=opts["subprotocols"],
         max_size=opts["max_size"],
-        compression=None,
+        compression=opts["compression"],
         ping_interval=None,
     ) as server:
         port = next(iter(server.sockets)).getsockname()[1]
@@ -168,7 +174,7 @@ async def run_client(argv):
             url,
             subprotocols=opts["subprotocols"],
             max_size=opts["max_size"],
-            compression=None,
+            compression=opts["compression"],
             ping_interval=None,
             proxy=None,
             open_timeout=5,
@@ -177,7 +183,8 @@ async def run_client(argv):
         out(event="error", message="connect: %s: %s" % (type(e).__name__, e))
         out(event="done")
         return
-    out(event="open", subprotocol=ws.subprotocol)
+    out(event="open", subprotocol=ws.subprotocol,
+        extensions=ws.response.headers.get("Sec-WebSocket-Extensions", ""))
     try:
         for op in ops:
             name, _, arg = op.partition(":")
