@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Autobahn|Testsuite (cases 1-10, RFC 6455 without extensions) against this
+# Autobahn|Testsuite (cases 1-10, RFC 6455, and 12-13, permessage-deflate) against this
 # package in both roles:
 #   server role: examples/echo_server.tcl  <-  wstest -m fuzzingclient
 #   client role: tests/autobahn/client.tcl ->  wstest -m fuzzingserver
@@ -13,7 +13,9 @@
 # Environment:
 #   AUTOBAHN_HOME     wstest install cache (see setup.sh)
 #   AUTOBAHN_REPORTS  where the reports go (default target/autobahn, wiped first)
-#   AUTOBAHN_CASES    space-separated case patterns (default "1.* ... 10.*")
+#   AUTOBAHN_CASES    space-separated case patterns (default "1.* ... 10.* 12.* 13.*")
+#   AUTOBAHN_PARALLEL 1: both roles at once (default with 2+ CPUs); 0: one after the other
+#   AUTOBAHN_ROLE_LIMIT seconds a role's driver may take (default 2400)
 #   AUTOBAHN_EXPECTED cases each role must report (default: expected_cases
 #                     below for the default patterns; with other patterns,
 #                     unchecked unless given)
@@ -21,10 +23,10 @@
 #   TCLSH             tclsh to use (default tclsh)
 set -euo pipefail
 
-# Cases 1-10 of Autobahn|Testsuite 25.10.1, per role. Raise it when more
-# sections run (with permessage-deflate, 12.* and 13.*: 517).
-expected_cases=301
-default_cases="1.* 2.* 3.* 4.* 5.* 6.* 7.* 8.* 9.* 10.*"
+# Cases 1-13 of Autobahn|Testsuite 25.10.1 per role: 301 in 1-10, and 216
+# more in 12-13 (permessage-deflate).
+expected_cases=517
+default_cases="1.* 2.* 3.* 4.* 5.* 6.* 7.* 8.* 9.* 10.* 12.* 13.*"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -92,7 +94,15 @@ log "reports in $reports"
 
 set -f   # the case patterns contain '*'
 
-if [[ " $roles " == *" server "* ]]; then
+# Each role runs in a subshell of its own (the two may run at once: each
+# wstest takes about one core, and with permessage-deflate, sections 12 and
+# 13, it is wstest's own compression that takes the time); a subshell ends
+# what it started when it ends or is told to.
+role_limit=${AUTOBAHN_ROLE_LIMIT:-2400}
+server_role() {
+    pids=()
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
     port=$(free_port)
     # 9.1.6 / 9.2.6 send 16 MiB (16777216-byte) messages, the largest of
     # cases 1-10; tcllib's default -maxlength is exactly that, and a message
@@ -103,7 +113,7 @@ if [[ " $roles " == *" server "* ]]; then
     server_pid=$!
     pids+=("$server_pid")
     if ! wait_port "$port" "$server_pid" 20; then
-        log "echo server did not start"; cat "$reports/echo_server.err" >&2; exit 1
+        log "echo server did not start"; cat "$reports/echo_server.err" >&2; return 1
     fi
     cat >"$reports/fuzzingclient.json" <<JSON
 {
@@ -117,20 +127,23 @@ JSON
     log "server role: wstest -m fuzzingclient against ws://127.0.0.1:$port/echo"
     t0=$SECONDS
     # In the background and waited for, so that the EXIT trap can end it.
-    (cd "$reports" && exec timeout 900 "${wstest_cmd[@]}" -m fuzzingclient -s "$reports/fuzzingclient.json") \
+    (cd "$reports" && exec timeout "$role_limit" "${wstest_cmd[@]}" -m fuzzingclient -s "$reports/fuzzingclient.json") \
         >"$reports/fuzzingclient.log" 2>&1 &
     pids+=("$!")
     rc=0; wait "$!" || rc=$?
     if ((rc != 0)); then
         log "wstest fuzzingclient exited with $rc (see $reports/fuzzingclient.log)"
-        driver_failed+=("server role: wstest fuzzingclient exited with $rc")
+        echo "server role: wstest fuzzingclient exited with $rc" >>"$reports/driver_failed"
     fi
     log "server role took $((SECONDS - t0)) s"
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
-fi
+}
 
-if [[ " $roles " == *" client "* ]]; then
+client_role() {
+    pids=()
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
     port=$(free_port)
     cat >"$reports/fuzzingserver.json" <<JSON
 {
@@ -146,21 +159,43 @@ JSON
     fuzz_pid=$!
     pids+=("$fuzz_pid")
     if ! wait_port "$port" "$fuzz_pid" 30; then
-        log "wstest fuzzingserver did not start"; cat "$reports/fuzzingserver.log" >&2; exit 1
+        log "wstest fuzzingserver did not start"; cat "$reports/fuzzingserver.log" >&2; return 1
     fi
     log "client role: client.tcl against wstest -m fuzzingserver on ws://127.0.0.1:$port"
     t0=$SECONDS
-    timeout 900 "$tclsh" "$here/client.tcl" -url "ws://127.0.0.1:$port" -agent "$agent" \
+    timeout "$role_limit" "$tclsh" "$here/client.tcl" -url "ws://127.0.0.1:$port" -agent "$agent" \
         -timeout 60 -pkgdir "$root" 2>"$reports/client.err" &
     pids+=("$!")
     rc=0; wait "$!" || rc=$?
     if ((rc != 0)); then
         log "client.tcl exited with $rc (see $reports/client.err)"
-        driver_failed+=("client role: client.tcl exited with $rc")
+        echo "client role: client.tcl exited with $rc" >>"$reports/driver_failed"
     fi
     log "client role took $((SECONDS - t0)) s"
     kill "$fuzz_pid" 2>/dev/null || true
     wait "$fuzz_pid" 2>/dev/null || true
+}
+
+role_pids=()
+for role in $roles; do
+    case $role in
+        server) server_role || echo "server role: could not start" >>"$reports/driver_failed" & ;;
+        client) client_role || echo "client role: could not start" >>"$reports/driver_failed" & ;;
+        *) log "unknown role $role"; exit 2 ;;
+    esac
+    role_pids+=("$!")
+    pids+=("$!")
+    # One role at a time unless AUTOBAHN_PARALLEL=1 (the default with two
+    # or more CPUs).
+    if [[ ${AUTOBAHN_PARALLEL:-$(( $(nproc) >= 2 ))} != 1 ]]; then
+        wait "$!" || true
+    fi
+done
+for p in "${role_pids[@]}"; do
+    wait "$p" || true
+done
+if [[ -s "$reports/driver_failed" ]]; then
+    mapfile -t driver_failed <"$reports/driver_failed"
 fi
 
 set +f
