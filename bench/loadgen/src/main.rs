@@ -64,6 +64,8 @@ struct Opts {
     protocol: String,
     deflate: bool,
     active: bool,
+    /// idle: fail unless every connection negotiated permessage-deflate (when offered).
+    require_deflate: bool,
 }
 
 fn usage() -> ! {
@@ -72,7 +74,7 @@ fn usage() -> ! {
   [--duration S] [--warmup S] [--inflight N] [--size BYTES] [--count N]
   [--conns N] [--echoes N] [--repeat N] [--batch N] [--connect-timeout S] [--op-timeout S]
   [--max-time S] [--hold S] [--server-pid PID] [--label TEXT] [--protocol NAME|'']
-  [--deflate 0|1] [--active 0|1]"
+  [--deflate 0|1] [--active 0|1] [--require-deflate 0|1]"
     );
     std::process::exit(2)
 }
@@ -115,6 +117,7 @@ fn parse_opts() -> Opts {
         protocol: "bench".into(),
         deflate: false,
         active: false,
+        require_deflate: true,
     };
     if o.scenario == "deflate" {
         o.deflate = true;
@@ -146,6 +149,7 @@ fn parse_opts() -> Opts {
             "--protocol" => o.protocol = v.clone(),
             "--deflate" => o.deflate = n() != 0,
             "--active" => o.active = n() != 0,
+            "--require-deflate" => o.require_deflate = n() != 0,
             _ => usage(),
         }
     }
@@ -1209,6 +1213,27 @@ async fn conns(o: &Opts, j: &mut Json) -> io::Result<()> {
     }
 }
 
+/// `idle --active 1`: one JSON-like 1 KiB text message each way, compressed
+/// when negotiated (from a fresh compressor: a valid first message).
+async fn activate(o: &Opts, rd: &mut Reader, wr: &mut Writer) -> io::Result<()> {
+    let mut rng = Rng::new();
+    let plain = json_message(&mut rng, 1024, 0);
+    match rd.pmd.clone() {
+        Some(p) => {
+            let mut out = Vec::new();
+            deflate_msg(&mut new_compressor(&p), &plain, &mut out)?;
+            wr.send_rsv(OP_TEXT, true, &out).await?;
+        }
+        None => wr.send_rsv(OP_TEXT, false, &plain).await?,
+    }
+    let mut msg = Vec::new();
+    let op = within(o.op_timeout, "waiting for the activation echo", rd.recv(&mut msg)).await?;
+    if op != OP_TEXT || msg != plain {
+        return err(format!("activation echo corrupt ({} bytes, opcode {op})", msg.len()));
+    }
+    Ok(())
+}
+
 async fn idle(o: &Opts, j: &mut Json) -> io::Result<()> {
     let addr = resolve(o).await?;
     let rss_before = o.server_pid.and_then(vm_rss_kib);
@@ -1234,7 +1259,13 @@ async fn idle(o: &Opts, j: &mut Json) -> io::Result<()> {
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..b {
             let o2 = o.clone();
-            set.spawn(async move { connect_t(&o2, addr).await });
+            set.spawn(async move {
+                let (mut rd, mut wr) = connect_t(&o2, addr).await?;
+                if o2.active {
+                    activate(&o2, &mut rd, &mut wr).await?;
+                }
+                Ok((rd, wr))
+            });
         }
         let mut batch_ok = 0;
         while let Some(r) = set.join_next().await {
@@ -1261,6 +1292,8 @@ async fn idle(o: &Opts, j: &mut Json) -> io::Result<()> {
     }
     let connect_secs = t0.elapsed().as_secs_f64();
     let opened = held.len() as u64;
+    let negotiated = held.iter().filter(|(r, _)| r.pmd.is_some()).count() as u64;
+    let extension = held.first().and_then(|(r, _)| r.pmd.as_ref()).map(|p| p.header.clone()).unwrap_or_default();
     // Let the server settle, then measure.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let rss_after = o.server_pid.and_then(vm_rss_kib);
@@ -1318,11 +1351,19 @@ async fn idle(o: &Opts, j: &mut Json) -> io::Result<()> {
         .opt_int("opened_at_last_batch", rss_last.map(|x| x.1))
         .num("kib_per_conn", per_conn)
         .str("kib_per_conn_from", per_conn_from)
-        .str("stop_reason", &stop_reason);
+        .str("stop_reason", &stop_reason)
+        .bool("deflate_offered", o.deflate)
+        .bool("active", o.active)
+        .int("negotiated", negotiated)
+        .str("extension", &extension);
     if let Some(a) = server_alive {
         j.bool("server_alive", a);
     }
-    if opened < o.conns as u64 || alive < sampled || server_alive == Some(false) {
+    let deflate_missing = o.deflate && o.require_deflate && negotiated < opened;
+    if deflate_missing {
+        first_err.get_or_insert_with(|| format!("only {negotiated} of {opened} connections negotiated permessage-deflate"));
+    }
+    if opened < o.conns as u64 || alive < sampled || server_alive == Some(false) || deflate_missing {
         return err(first_err.unwrap_or_else(|| {
             if stop_reason.is_empty() {
                 "not all connections served".into()
