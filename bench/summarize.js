@@ -99,16 +99,17 @@ if (idleReq) {
 }
 const defl = runs.filter((r) => r.ok && /deflate/.test(r.scenario));
 if (defl.length) {
-  console.log('\npermessage-deflate runs: what each server answered, and how busy each side was (medians)\n');
-  console.log('| scenario | server | answer (Sec-WebSocket-Extensions) | server CPU / wall | load generator CPU / wall |');
-  console.log('| --- | --- | --- | --- | --- |');
+  console.log('\npermessage-deflate runs: what each server answered, and how busy each side was (medians; ' +
+    'the run-queue wait, from /proc/PID/task/*/schedstat, is CPU time the server wanted but other processes had)\n');
+  console.log('| scenario | server | answer (Sec-WebSocket-Extensions) | server CPU / wall | server runnable, waiting for a CPU / wall | load generator CPU / wall |');
+  console.log('| --- | --- | --- | --- | --- | --- |');
   for (const scen of [...new Set(defl.map((r) => r.scenario))]) {
     for (const s of servers) {
       const rs = defl.filter((r) => r.scenario === scen && r.server === s);
       if (!rs.length) continue;
       const m = (f) => fmt(median(rs.map((r) => r[f]).filter(Number.isFinite)));
       const ans = rs[0].extension ? `\`${rs[0].extension}\`` : '(none)';
-      console.log(`| ${scen} | ${s} | ${ans} | ${m('server_cpu_frac')} | ${m('loadgen_cpu_frac')} |`);
+      console.log(`| ${scen} | ${s} | ${ans} | ${m('server_cpu_frac')} | ${m('server_runq_wait_frac')} | ${m('loadgen_cpu_frac')} |`);
     }
   }
 }

@@ -284,6 +284,19 @@ fn cpu_secs(pid: u32) -> Option<f64> {
     Some(ticks as f64 / if hz > 0 { hz as f64 } else { 100.0 })
 }
 
+/// Time the process's threads spent runnable but waiting for a CPU, in
+/// seconds (sum over /proc/PID/task/*/schedstat, second field): on a shared
+/// machine, how much of the wall time the server lost to other processes.
+fn runq_wait_secs(pid: u32) -> Option<f64> {
+    let mut ns = 0u64;
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
+            ns += s.split_whitespace().nth(1).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    Some(ns as f64 / 1e9)
+}
+
 /// This process's own CPU time (user+system), in seconds.
 fn self_cpu_secs() -> f64 {
     unsafe {
@@ -911,7 +924,7 @@ async fn deflate(o: &Opts, j: &mut Json) -> io::Result<()> {
     let mut msg = Vec::new();
     let mut want = 0usize;
     let mut counted = 0u64;
-    let mut start: Option<(Instant, Option<f64>, f64, u64)> = None;
+    let mut start: Option<(Instant, Option<f64>, f64, u64, Option<f64>)> = None;
     let mut compressed_echoes = 0u64;
     let res: io::Result<()> = async {
         loop {
@@ -924,7 +937,13 @@ async fn deflate(o: &Opts, j: &mut Json) -> io::Result<()> {
             let now = Instant::now();
             if now >= warm_end {
                 if start.is_none() {
-                    start = Some((now, o.server_pid.and_then(cpu_secs), self_cpu_secs(), rd.wire_in));
+                    start = Some((
+                        now,
+                        o.server_pid.and_then(cpu_secs),
+                        self_cpu_secs(),
+                        rd.wire_in,
+                        o.server_pid.and_then(runq_wait_secs),
+                    ));
                 } else {
                     counted += 1;
                 }
@@ -935,8 +954,8 @@ async fn deflate(o: &Opts, j: &mut Json) -> io::Result<()> {
         }
     }
     .await;
-    let (secs, srv_cpu, own_cpu, wire_in) = match start {
-        Some((t, c0, own0, w0)) => (
+    let (secs, srv_cpu, own_cpu, wire_in, runq) = match start {
+        Some((t, c0, own0, w0, q0)) => (
             t.elapsed().as_secs_f64(),
             match (c0, o.server_pid.and_then(cpu_secs)) {
                 (Some(a), Some(b)) => b - a,
@@ -944,8 +963,12 @@ async fn deflate(o: &Opts, j: &mut Json) -> io::Result<()> {
             },
             self_cpu_secs() - own0,
             rd.wire_in - w0,
+            match (q0, o.server_pid.and_then(runq_wait_secs)) {
+                (Some(a), Some(b)) => b - a,
+                _ => f64::NAN,
+            },
         ),
-        None => (0.0, f64::NAN, f64::NAN, 0),
+        None => (0.0, f64::NAN, f64::NAN, 0, f64::NAN),
     };
     if rd.inflater.is_some() {
         compressed_echoes = 1;
@@ -968,6 +991,7 @@ async fn deflate(o: &Opts, j: &mut Json) -> io::Result<()> {
         .num("server_cpu_secs", srv_cpu)
         .num("server_cpu_us_per_msg", per(srv_cpu * 1e6))
         .num("server_cpu_frac", if secs > 0.0 { srv_cpu / secs } else { f64::NAN })
+        .num("server_runq_wait_frac", if secs > 0.0 { runq / secs } else { f64::NAN })
         .num("loadgen_cpu_frac", if secs > 0.0 { own_cpu / secs } else { f64::NAN })
         .num("wire_out_per_msg", wire_out_per_msg)
         .num("wire_in_per_msg", per(wire_in as f64));
