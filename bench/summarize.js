@@ -107,7 +107,10 @@ if (defl.length) {
     for (const s of servers) {
       const rs = defl.filter((r) => r.scenario === scen && r.server === s);
       if (!rs.length) continue;
-      const m = (f) => fmt(median(rs.map((r) => r[f]).filter(Number.isFinite)));
+      const m = (f) => {
+        const v = rs.map((r) => r[f]).filter(Number.isFinite);
+        return v.length ? fmt(median(v)) : 'n/a';   // idle scenarios: no timed part
+      };
       const ans = rs[0].extension ? `\`${rs[0].extension}\`` : '(none)';
       console.log(`| ${scen} | ${s} | ${ans} | ${m('server_cpu_frac')} | ${m('server_runq_wait_frac')} | ${m('loadgen_cpu_frac')} |`);
     }
