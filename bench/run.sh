@@ -15,6 +15,31 @@
 #                       (rtt_same_core: rtt with the load generator pinned to
 #                       the server's core, SERVER_CPU)
 #   SERVERS="tcllib ours node"                   subset/order
+#
+# permessage-deflate (RFC 7692) scenarios, not in the default list:
+#   deflate1k deflate64k   pipelined echo of JSON-like text messages of 1 KiB
+#                       (50 in flight) / 64 KiB (8 in flight), the load
+#                       generator offering permessage-deflate and compressing
+#                       (level 6, context takeover); reports msg/s, the
+#                       server's CPU per message (utime+stime from
+#                       /proc/PID/stat, all threads) and bytes on the wire per
+#                       message each way
+#   idle_deflate        the idle scenario, every connection having negotiated
+#                       permessage-deflate (offer: "permessage-deflate;
+#                       client_max_window_bits"), IDLE_CONNS of them
+#   active_deflate      ACTIVE_CONNS=2000 connections that each exchanged one
+#                       compressed 1 KiB message each way, held; RSS per
+#                       connection
+# and servers for them:
+#   python              Python websockets (bench/python/server.py, its default
+#                       compression="deflate")
+#   ours_nodeflate      ours with ::websocket::deflate -enable 0 (the echo
+#                       server's -deflate 0): what compression costs us
+#                       (in idle_deflate/active_deflate: the same connections
+#                       without deflate, as a baseline)
+# node runs with perMessageDeflate: true in these scenarios only (false in
+# the others, as before); ours negotiates it whenever a client offers it.
+#   SERVERS="ours node python ours_nodeflate" SCENARIOS="deflate1k deflate64k idle_deflate active_deflate" bench/run.sh
 #   SERVER_CPU=1 LOADGEN_CPU=0                   taskset pinning
 #   TCLLIB_DIR=/usr/share/tcltk/tcllib1.21       where tcllib's websocket is
 #   BUILD=1             0 skips cargo build / npm install
@@ -33,6 +58,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 RTT_COUNT=${RTT_COUNT:-10000}
+ACTIVE_CONNS=${ACTIVE_CONNS:-2000}
 SCENARIOS=${SCENARIOS:-"pipelined rtt rtt_same_core large conns idle"}
 SERVERS=${SERVERS:-"tcllib ours node"}
 SERVER_CPU=${SERVER_CPU:-1}
@@ -40,10 +66,12 @@ LOADGEN_CPU=${LOADGEN_CPU:-0}
 TCLLIB_DIR=${TCLLIB_DIR:-/usr/share/tcltk/tcllib1.21}
 BUILD=${BUILD:-1}
 TCLSH=${TCLSH:-tclsh}
+PYTHON=${PYTHON:-python3}
 NODE=${NODE:-node}
 
 LOADGEN=$BENCH/loadgen/target/release/loadgen
 STAMP=$(date +%Y%m%d-%H%M%S)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 RESULTS=$BENCH/results
 LOGDIR=$RESULTS/$STAMP
 JSONL=$RESULTS/$STAMP.jsonl
@@ -53,13 +81,15 @@ die() { echo "run.sh: $*" >&2; exit 1; }
 note() { echo "run.sh: $*" >&2; }
 
 for s in $SCENARIOS; do
-    case $s in pipelined|rtt|rtt_same_core|large|conns|idle) ;; *) die "unknown scenario '$s'";; esac
+    case $s in pipelined|rtt|rtt_same_core|large|conns|idle|deflate1k|deflate64k|idle_deflate|active_deflate) ;;
+        *) die "unknown scenario '$s'";; esac
 done
 for s in $SERVERS; do
-    case $s in tcllib|ours|node) ;; *) die "unknown server '$s'";; esac
+    case $s in tcllib|ours|node|python|ours_nodeflate) ;; *) die "unknown server '$s'";; esac
 done
 [[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -ge 1 ]] || die "ROUNDS must be a positive integer"
 [[ $IDLE_CONNS =~ ^[0-9]+$ ]] || die "IDLE_CONNS must be an integer"
+[[ $ACTIVE_CONNS =~ ^[0-9]+$ ]] || die "ACTIVE_CONNS must be an integer"
 [[ $DURATION =~ ^[0-9]+([.][0-9]+)?$ ]] || die "DURATION must be a number of seconds"
 DUR_INT=${DURATION%.*}; DUR_INT=${DUR_INT:-0}
 
@@ -92,12 +122,17 @@ fi
 [[ -x $LOADGEN ]] || die "no $LOADGEN (run with BUILD=1)"
 [[ $SERVERS != *tcllib* || -f $TCLLIB_DIR/websocket/websocket.tcl ]] || die "no tcllib websocket in $TCLLIB_DIR"
 [[ $SERVERS != *node* || -d $BENCH/node_modules/ws ]] || die "no $BENCH/node_modules/ws (npm install --prefix bench)"
+[[ $SERVERS != *python* ]] || "$PYTHON" -c 'import websockets.asyncio.server' 2>/dev/null \
+    || die "no Python websockets >= 13 for $PYTHON"
 
 # Servers and loadgen need many descriptors for the idle scenario.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -n)
 if [[ $NOFILE != unlimited && $IDLE_CONNS -gt $((NOFILE - 64)) && $SCENARIOS == *idle* ]]; then
     note "warning: RLIMIT_NOFILE is $NOFILE, too low for IDLE_CONNS=$IDLE_CONNS"
+fi
+if [[ $NOFILE != unlimited && $ACTIVE_CONNS -gt $((NOFILE - 64)) && $SCENARIOS == *active_deflate* ]]; then
+    note "warning: RLIMIT_NOFILE is $NOFILE, too low for ACTIVE_CONNS=$ACTIVE_CONNS"
 fi
 
 # Pinning (skipped when the cores don't exist).
@@ -114,16 +149,20 @@ mkdir -p "$LOGDIR"
 : > "$JSONL"
 
 # ------------------------------------------------------------------ servers
-# start_server NAME LOGBASE -> sets SRV_PID, SRV_PORT (empty on failure)
+# start_server NAME LOGBASE [SCENARIO] -> sets SRV_PID, SRV_PORT (empty on failure)
 start_server() {
-    local name=$1 log=$2 cmd
+    local name=$1 log=$2 scen=${3:-} cmd node_deflate=0
+    case $scen in deflate*|*_deflate) node_deflate=1 ;; esac
     SRV_PID=; SRV_PORT=
     case $name in
         tcllib) cmd=(env WEBSOCKET_PKG="$TCLLIB_DIR" BENCH_EXPECT_VERSION=1.4.2
                      "$TCLSH" "$BENCH/echo_server.tcl" -port 0 -quiet 1) ;;
         ours)   cmd=(env -u WEBSOCKET_PKG BENCH_EXPECT_VERSION=1.7.0
                      "$TCLSH" "$BENCH/echo_server.tcl" -port 0 -quiet 1) ;;
-        node)   cmd=("$NODE" "$BENCH/node/server.js" -port 0) ;;
+        ours_nodeflate) cmd=(env -u WEBSOCKET_PKG BENCH_EXPECT_VERSION=1.7.0
+                     "$TCLSH" "$BENCH/echo_server.tcl" -port 0 -quiet 1 -deflate 0) ;;
+        node)   cmd=("$NODE" "$BENCH/node/server.js" -port 0 -deflate "$node_deflate") ;;
+        python) cmd=("$PYTHON" "$BENCH/python/server.py" -port 0) ;;
     esac
     # exec: taskset execs the server, so $! is the server's own pid.
     "${pin_server[@]}" "${cmd[@]}" >"$log.out" 2>"$log.err" </dev/null &
@@ -138,7 +177,7 @@ start_server() {
         kill -0 "$SRV_PID" 2>/dev/null || break
         sleep 0.1
     done
-    if [[ $name != node && -n $SRV_PORT ]]; then
+    if [[ $name != node && $name != python && -n $SRV_PORT ]]; then
         # the wrapper prints the loaded version once the event loop runs
         for ((i = 0; i < 50; i++)); do
             grep -q '^websocket ' "$log.err" 2>/dev/null && break
@@ -180,8 +219,15 @@ run_one() {
         large)     args=(--duration "$DURATION" --size 1048576); maxt=$((DUR_INT + 30)) ;;
         conns)     args=(--conns 200 --echoes 50 --repeat 7 --size 32 --batch 50); maxt=90 ;;
         idle)      args=(--conns "$IDLE_CONNS" --batch 200); maxt=$((60 + IDLE_CONNS / 100)) ;;
+        deflate1k) args=(--duration "$DURATION" --inflight 50 --size 1024); maxt=$((DUR_INT + 20)); mode=deflate ;;
+        deflate64k) args=(--duration "$DURATION" --inflight 8 --size 65536); maxt=$((DUR_INT + 20)); mode=deflate ;;
+        idle_deflate) args=(--conns "$IDLE_CONNS" --batch 200 --deflate 1); maxt=$((60 + IDLE_CONNS / 100)); mode=idle ;;
+        active_deflate) args=(--conns "$ACTIVE_CONNS" --batch 200 --deflate 1 --active 1)
+                   maxt=$((60 + ACTIVE_CONNS / 50)); mode=idle ;;
     esac
-    start_server "$name" "$log"
+    # ours_nodeflate declines the offer on purpose: its idle figures are the baseline.
+    [[ $name == ours_nodeflate && $scen == *_deflate ]] && args+=(--require-deflate 0)
+    start_server "$name" "$log" "$scen"
     local line rc=0 alive=true
     if [[ -z $SRV_PORT ]]; then
         line="{\"scenario\":\"$scen\",\"ok\":false,\"error\":\"server did not start\"}"
@@ -223,7 +269,7 @@ run_one() {
 # ------------------------------------------------------------------ main loop
 read -r -a SRV_LIST <<<"$SERVERS"
 note "results: $REPORT"
-note "rounds=$ROUNDS duration=${DURATION}s idle_conns=$IDLE_CONNS rtt_count=$RTT_COUNT scenarios='$SCENARIOS' servers='$SERVERS'"
+note "rounds=$ROUNDS duration=${DURATION}s idle_conns=$IDLE_CONNS active_conns=$ACTIVE_CONNS rtt_count=$RTT_COUNT scenarios='$SCENARIOS' servers='$SERVERS'"
 for ((r = 1; r <= ROUNDS; r++)); do
     for scen in $SCENARIOS; do
         n=${#SRV_LIST[@]}
@@ -238,9 +284,9 @@ done
 {
     echo "# WebSocket echo benchmark, $STAMP"
     echo
-    echo "- host: $(uname -srm), nproc=$NCPU, load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "- tclsh: $(echo 'puts [info patchlevel]' | "$TCLSH" 2>/dev/null), node: $("$NODE" --version 2>/dev/null), ws: $(jq -r .version "$BENCH/node_modules/ws/package.json" 2>/dev/null)"
-    echo "- ROUNDS=$ROUNDS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS RTT_COUNT=$RTT_COUNT SCENARIOS='$SCENARIOS'"
+    echo "- host: $(uname -srm), nproc=$NCPU, load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- tclsh: $(echo 'puts [info patchlevel]' | "$TCLSH" 2>/dev/null), node: $("$NODE" --version 2>/dev/null), ws: $(jq -r .version "$BENCH/node_modules/ws/package.json" 2>/dev/null)$([[ $SERVERS == *python* ]] && echo ", python: $("$PYTHON" -c 'import sys, websockets; print(sys.version.split()[0], "websockets", websockets.__version__)' 2>/dev/null)")"
+    echo "- ROUNDS=$ROUNDS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS RTT_COUNT=$RTT_COUNT SCENARIOS='$SCENARIOS'$([[ $SCENARIOS == *active_deflate* ]] && echo " ACTIVE_CONNS=$ACTIVE_CONNS")"
     echo "- server pinned to: ${pin_server[*]:-none}; loadgen pinned to: ${pin_loadgen[*]:-none}"
     echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty)')"
     echo

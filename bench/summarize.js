@@ -11,7 +11,8 @@ if (!file) { console.error('usage: summarize.js results.jsonl'); process.exit(2)
 const runs = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim())
   .map((l) => { try { return JSON.parse(l); } catch { return null; } }).filter(Boolean);
 
-const SERVERS = ['tcllib', 'ours', 'node'];
+const SERVERS = ['tcllib', 'ours', 'node', 'python', 'ours_nodeflate'];
+const OTHERS = SERVERS.filter((s) => s !== 'ours');
 const METRICS = [
   // scenario, field, label, unit, better, usesFailedRuns
   ['pipelined', 'msgs_per_s', 'pipelined: 1 conn, 32 B, 100 in flight', 'msg/s', 'higher', false],
@@ -23,6 +24,19 @@ const METRICS = [
   ['conns', 'msgs_per_s', 'conns: 200 conns × 50 echoes, 32 B', 'msg/s', 'higher', false],
   ['idle', 'opened', 'idle: connections held', 'conns', 'higher', true],
   ['idle', 'kib_per_conn', 'idle: server RSS per connection', 'KiB', 'lower', true],
+  ['deflate1k', 'msgs_per_s', 'deflate1k: 1 conn, 1 KiB JSON text, 50 in flight', 'msg/s', 'higher', false],
+  ['deflate1k', 'server_cpu_us_per_msg', 'deflate1k: server CPU per message', 'µs', 'lower', false],
+  ['deflate1k', 'wire_in_per_msg', 'deflate1k: echo bytes on the wire per message', 'B', 'lower', false],
+  ['deflate1k', 'wire_out_per_msg', 'deflate1k: load generator\'s bytes on the wire per message', 'B', 'lower', false],
+  ['deflate64k', 'msgs_per_s', 'deflate64k: 1 conn, 64 KiB JSON text, 8 in flight', 'msg/s', 'higher', false],
+  ['deflate64k', 'server_cpu_us_per_msg', 'deflate64k: server CPU per message', 'µs', 'lower', false],
+  ['deflate64k', 'wire_in_per_msg', 'deflate64k: echo bytes on the wire per message', 'B', 'lower', false],
+  ['deflate64k', 'wire_out_per_msg', 'deflate64k: load generator\'s bytes on the wire per message', 'B', 'lower', false],
+  ['idle_deflate', 'opened', 'idle_deflate: connections held', 'conns', 'higher', true],
+  ['idle_deflate', 'negotiated', 'idle_deflate: connections that negotiated deflate', 'conns', 'higher', true],
+  ['idle_deflate', 'kib_per_conn', 'idle_deflate: server RSS per idle deflate connection', 'KiB', 'lower', true],
+  ['active_deflate', 'opened', 'active_deflate: connections held', 'conns', 'higher', true],
+  ['active_deflate', 'kib_per_conn', 'active_deflate: server RSS per connection after 1 compressed msg each way', 'KiB', 'lower', true],
 ];
 
 const median = (xs) => {
@@ -46,7 +60,7 @@ const scenarios = new Set(runs.map((r) => r.scenario));
 
 const head = ['metric', 'unit', ...servers];
 if (servers.includes('ours')) {
-  for (const o of ['tcllib', 'node']) if (servers.includes(o)) head.push(`ours/${o}`);
+  for (const o of OTHERS) if (servers.includes(o)) head.push(`ours/${o}`);
 }
 head.push('better');
 const rows = [head, head.map(() => '---')];
@@ -67,7 +81,7 @@ for (const [scen, field, label, unit, better, useFailed] of METRICS) {
     cells.push(c);
   }
   if (servers.includes('ours')) {
-    for (const o of ['tcllib', 'node']) {
+    for (const o of OTHERS) {
       if (!servers.includes(o)) continue;
       const a = med.ours, b = med[o];
       cells.push(a !== null && b !== null && b !== 0 ? `${(a / b).toFixed(2)}×` : '–');
@@ -82,6 +96,25 @@ const idleReq = runs.find((r) => r.scenario === 'idle' && r.conns);
 if (idleReq) {
   console.log(`\nidle: ${idleReq.conns} connections requested; a figure taken from the ` +
     'last batch before a server died is used for KiB/conn when no settled figure exists.');
+}
+const defl = runs.filter((r) => r.ok && /deflate/.test(r.scenario));
+if (defl.length) {
+  console.log('\npermessage-deflate runs: what each server answered, and how busy each side was (medians; ' +
+    'the run-queue wait, from /proc/PID/task/*/schedstat, is CPU time the server wanted but other processes had)\n');
+  console.log('| scenario | server | answer (Sec-WebSocket-Extensions) | server CPU / wall | server runnable, waiting for a CPU / wall | load generator CPU / wall |');
+  console.log('| --- | --- | --- | --- | --- | --- |');
+  for (const scen of [...new Set(defl.map((r) => r.scenario))]) {
+    for (const s of servers) {
+      const rs = defl.filter((r) => r.scenario === scen && r.server === s);
+      if (!rs.length) continue;
+      const m = (f) => {
+        const v = rs.map((r) => r[f]).filter(Number.isFinite);
+        return v.length ? fmt(median(v)) : 'n/a';   // idle scenarios: no timed part
+      };
+      const ans = rs[0].extension ? `\`${rs[0].extension}\`` : '(none)';
+      console.log(`| ${scen} | ${s} | ${ans} | ${m('server_cpu_frac')} | ${m('server_runq_wait_frac')} | ${m('loadgen_cpu_frac')} |`);
+    }
+  }
 }
 const n = median(runs.map((r) => r.round)) !== null ? Math.max(...runs.map((r) => r.round)) : 0;
 console.log(`Medians over ${n} round(s). Ratios are plain ours/other: >1 is better for "higher", <1 for "lower".`);

@@ -3,11 +3,13 @@
 # `socket -server`, the request read by the script, then
 # ::websocket::test and ::websocket::upgrade.
 #
-#   tclsh examples/echo_server.tcl ?-port 8080? ?-host 127.0.0.1? ?-page file.html? ?-quiet 1?
+#   tclsh examples/echo_server.tcl ?-port 8080? ?-host 127.0.0.1? ?-page file.html? ?-quiet 1? ?-deflate 0|1?
 #
 # GET / serves the page (if -page is given); GET /echo (any path but /)
 # upgrades to WebSocket and echoes every text and binary message.
-# Runs until the process is killed.
+# Runs until the process is killed. -deflate 0 turns permessage-deflate
+# off (::websocket::deflate -enable 0); by default it is negotiated when a
+# client offers it (this package only: tcllib has no deflate).
 
 set here [file dirname [file normalize [info script]]]
 if {[info exists ::env(WEBSOCKET_PKG)]} {
@@ -18,8 +20,9 @@ if {[info exists ::env(WEBSOCKET_PKG)]} {
 }
 package require websocket
 
-array set opt {-port 8080 -host 127.0.0.1 -page "" -quiet 0 -maxlength 0}
+array set opt {-port 8080 -host 127.0.0.1 -page "" -quiet 0 -maxlength 0 -deflate 1}
 array set opt $argv
+if {!$opt(-deflate)} { ::websocket::deflate -enable 0 }
 
 proc log {msg} { if {!$::opt(-quiet)} { puts stderr $msg } }
 
