@@ -5,6 +5,8 @@
 pub mod bridge;
 pub mod client;
 pub mod conn;
+#[cfg(test)]
+mod conn_tests;
 pub mod queue;
 pub mod runtime;
 pub mod tls;
