@@ -654,21 +654,6 @@ async fn dropped_handle_closes_with_going_away() {
     }
 }
 
-/// `close_all` (process exit) closes every connection with 1001.
-#[tokio::test]
-async fn close_all_goes_away() {
-    let (mut owner, mut peer, task) = start_tcp(Role::Server, None).await;
-    assert!(conn::close_all() >= 1);
-    assert_eq!(
-        peer.frame().await,
-        (OP_CLOSE, close::build_close_payload(close::GOING_AWAY, ""))
-    );
-    peer.send(OP_CLOSE, &[]).await;
-    assert_eq!(owner.closed().await.0, close::NO_STATUS);
-    peer.eof().await;
-    finished(task).await;
-}
-
 /// The preamble (a 101 answer) and bytes that came with the handshake are
 /// handled before anything else.
 #[tokio::test]
