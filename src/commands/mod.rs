@@ -514,10 +514,12 @@ impl State {
                 );
                 self.disconnect(&name);
             }
-            Event::Error(msg) => {
+            Event::Error(e) => {
                 // tcllib logs (at "error") only a failed accept check; the
                 // other failures reach the script as the event alone.
-                if msg.starts_with("Security handshake failed") {
+                let security = e.is_security_failure();
+                let msg = e.message;
+                if security {
                     self.logger.log(Level::Error, "Security handshake failed");
                 }
                 self.logger.log(Level::Info, &msg);
