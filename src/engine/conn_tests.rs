@@ -777,3 +777,47 @@ async fn queued_writes_keep_their_order() {
     assert_eq!(owner.handle().queued(), 0);
     task.abort();
 }
+
+/// An owner that answers a ping while it is being reported (in the sink,
+/// on the engine's thread): the writer cannot have written the pong yet, so
+/// only the rule "the owner's data waits while a pong is due" puts the pong
+/// first. Deterministic, unlike a race between threads.
+#[tokio::test]
+async fn pong_precedes_an_answer_given_during_the_report() {
+    struct Answering {
+        handle: std::sync::Mutex<Option<Handle>>,
+        answer: Vec<u8>,
+    }
+    impl Sink for Answering {
+        fn emit(&self, _: u64, event: Event) {
+            if let Event::Message(Message::Ping(_)) = event {
+                if let Some(h) = self.handle.lock().unwrap().as_ref() {
+                    assert!(h.send_data(self.answer.clone()));
+                }
+            }
+        }
+    }
+    let (ours, theirs) = tcp_pair().await;
+    let (mut owner, mut s) = setup(options(Role::Server, None));
+    let sink = Arc::new(Answering {
+        handle: std::sync::Mutex::new(owner.handle.take()),
+        answer: owner.frame(OP_TEXT, b"answer"),
+    });
+    s.sink = sink.clone();
+    let task = tokio::spawn(conn::run_tcp(ours, s));
+    let mut peer = Peer {
+        io: theirs,
+        role: Role::Client,
+        buf: Vec::new(),
+    };
+    for i in 0..5 {
+        // Let the engine hand the socket to direct writes first.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        peer.send(OP_PING, format!("p{i}").as_bytes()).await;
+        assert_eq!(peer.frame().await, (OP_PONG, format!("p{i}").into_bytes()));
+        assert_eq!(peer.frame().await, (OP_TEXT, b"answer".to_vec()));
+    }
+    task.abort();
+    let _ = task.await;
+    sink.handle.lock().unwrap().take();
+}
