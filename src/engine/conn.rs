@@ -115,7 +115,12 @@ impl Shared {
     }
 
     fn touch(&self) {
-        self.activity.store(clock(), Ordering::Relaxed);
+        self.touch_at(now());
+    }
+
+    fn touch_at(&self, t: Instant) {
+        let us = t.saturating_duration_since(start()).as_micros() as u64;
+        self.activity.store(us, Ordering::Relaxed);
     }
 
     /// When the last traffic was.
@@ -524,8 +529,9 @@ impl Reader {
                             match read_drained_append(stream, buf, room.min(IN_PLACE_CHUNK)) {
                                 Ok(0) => false,
                                 Ok(n) => {
-                                    self.core.shared.touch();
-                                    conn.payload_appended(n, now(), &mut |e| self.core.on_event(e));
+                                    let t = now();
+                                    self.core.shared.touch_at(t);
+                                    conn.payload_appended(n, t, &mut |e| self.core.on_event(e));
                                     true
                                 }
                                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
@@ -569,10 +575,11 @@ impl Reader {
     /// Hands one chunk of input to the connection.
     fn process(&self, data: &mut [u8]) {
         let shared = &self.core.shared;
-        shared.touch();
+        let t = now();
+        shared.touch_at(t);
         let mut conn = self.core.conn();
         conn.set_max_message(shared.max_message.load(Ordering::Relaxed));
-        conn.receive(data, now(), &mut |e| self.core.on_event(e));
+        conn.receive(data, t, &mut |e| self.core.on_event(e));
     }
 
     /// Waits while too much input waits for the owner.
