@@ -821,3 +821,56 @@ async fn pong_precedes_an_answer_given_during_the_report() {
     let _ = task.await;
     sink.handle.lock().unwrap().take();
 }
+
+/// The deterministic form of the rule above: the owner answers a text
+/// message (in the sink, on the engine's thread) with a frame the socket
+/// takes only in part; a ping in the same read follows it. The pong falls
+/// due before the writer has run, with the owner's frame unfinished: the
+/// frame's rest must go first.
+#[tokio::test]
+async fn pong_after_the_rest_of_a_frame_begun_during_the_report() {
+    struct Answering {
+        handle: std::sync::Mutex<Option<Handle>>,
+        answer: Vec<u8>,
+    }
+    impl Sink for Answering {
+        fn emit(&self, _: u64, event: Event) {
+            if let Event::Message(Message::Text(_)) = event {
+                if let Some(h) = self.handle.lock().unwrap().as_ref() {
+                    assert!(h.send_data(self.answer.clone()));
+                }
+            }
+        }
+    }
+    for round in 0..3 {
+        let (ours, theirs) = tcp_pair().await;
+        small_send_buffer(&ours);
+        let (mut owner, mut s) = setup(options(Role::Server, None));
+        let big = vec![b'z'; 2 << 20];
+        let sink = Arc::new(Answering {
+            handle: std::sync::Mutex::new(owner.handle.take()),
+            answer: owner.frame(OP_BINARY, &big),
+        });
+        s.sink = sink.clone();
+        let task = tokio::spawn(conn::run_tcp(ours, s));
+        let mut peer = Peer {
+            io: theirs,
+            role: Role::Client,
+            buf: Vec::new(),
+        };
+        // Let the engine hand the socket to direct writes first.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut burst = peer.encode(OP_TEXT, b"go");
+        burst.extend(peer.encode(OP_PING, format!("r{round}").as_bytes()));
+        peer.send_raw(&burst).await;
+        let (op, payload) = peer.frame().await;
+        assert_eq!((op, payload.len()), (OP_BINARY, big.len()), "round {round}");
+        assert_eq!(
+            peer.frame().await,
+            (OP_PONG, format!("r{round}").into_bytes())
+        );
+        task.abort();
+        let _ = task.await;
+        sink.handle.lock().unwrap().take();
+    }
+}
