@@ -113,7 +113,22 @@ pub enum Transmit {
     Finished,
 }
 
-/// Where the closing handshake stands (RFC 6455 §7.1).
+/// Where the connection stands, in the RFC's terms (§7.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Neither side has closed.
+    Open,
+    /// The peer closed (or broke the protocol); our close frame is owed.
+    ClosingByPeer,
+    /// We closed (our close frame is out, or waits for the owner's data)
+    /// and wait for the peer's.
+    ClosingByUs,
+    /// The closing handshake is over (or was given up); the transport ends.
+    Closed,
+}
+
+/// Where the closing handshake stands (RFC 6455 §7.1), with what each
+/// state needs.
 #[derive(Debug, PartialEq, Eq)]
 enum Closing {
     /// Neither side has closed.
@@ -186,6 +201,15 @@ impl Connection {
 
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    pub fn state(&self) -> State {
+        match self.closing {
+            Closing::Open => State::Open,
+            Closing::ByPeer { .. } => State::ClosingByPeer,
+            Closing::ByUs { .. } => State::ClosingByUs,
+            Closing::Closed { .. } | Closing::Finished => State::Closed,
+        }
     }
 
     // ----------------------------------------------------------- reading
@@ -823,6 +847,7 @@ mod tests {
         let mut t = T::server();
         t.input(0, OP_CLOSE, &close::build_close_payload(1000, "bye"));
         assert_eq!(t.events(), vec![closed(1000, "bye")]);
+        assert_eq!(t.c.state(), State::ClosingByPeer);
         assert_eq!(t.c.reading(), Reading::Discard);
         // The owner's answers to earlier messages still go, directly too.
         assert!(t.c.owner_may_write());
@@ -836,6 +861,7 @@ mod tests {
         assert!(!t.c.owner_may_write());
         assert_eq!(t.poll(10, QUEUED), Transmit::OwnerData);
         assert_eq!(t.poll(10, IDLE), close_frame(&close_payload(1000)));
+        assert_eq!(t.c.state(), State::Closed);
         assert!(!t.c.accepts_data());
         assert_eq!(t.poll(10, IDLE), Transmit::Shutdown);
         assert_eq!(t.poll(10, IDLE), Transmit::Idle);
@@ -875,7 +901,9 @@ mod tests {
     #[test]
     fn close_by_us_then_the_peers_reply() {
         let mut t = T::server();
+        assert_eq!(t.c.state(), State::Open);
         t.c.close(close_payload(1000));
+        assert_eq!(t.c.state(), State::ClosingByUs);
         assert!(t.c.accepts_data(), "until the close frame goes");
         assert_eq!(t.poll(0, QUEUED), Transmit::OwnerData);
         assert_eq!(t.poll(0, IDLE), close_frame(&close_payload(1000)));
@@ -1148,5 +1176,152 @@ mod tests {
         // No in-place receive once the peer closed.
         t.input(2, OP_CLOSE, &[]);
         assert_eq!(t.c.payload_room(1), 0);
+    }
+
+    /// Random bytes and orders in any order (a fixed-seed generator, so
+    /// reproducible): never a panic, never a frame of ours after our close
+    /// frame, a single Closed, control frames that are valid, no deadline
+    /// left in the past by handle_timeout (the engine would spin), and every
+    /// connection ends once the owner is gone and the stream ends.
+    #[test]
+    fn random_operations_keep_the_invariants() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n.max(1)
+        };
+        for case in 0..3000 {
+            let role = if rnd(2) == 0 {
+                Role::Server
+            } else {
+                Role::Client
+            };
+            let keepalive = (rnd(3) == 0).then(|| Duration::from_millis(1 + rnd(2000)));
+            let mut t = T::new(role, keepalive);
+            let peer_mask = (role == Role::Server).then_some([5, 6, 7, 8]);
+            let mut ms = 0u64;
+            let mut closed_events = 0;
+            let mut close_sent = false;
+            let mut finished = false;
+            let check = |t: &mut T,
+                             tr: &Transmit,
+                             close_sent: &mut bool,
+                             finished: &mut bool| {
+                if *finished {
+                    assert_eq!(*tr, Transmit::Finished, "case {case}");
+                }
+                match tr {
+                    Transmit::Control(f) | Transmit::Close(f) => {
+                        assert!(!*close_sent, "case {case}: a frame after our close");
+                        let (h, n) = frame::parse_header(f).unwrap().unwrap();
+                        assert!(
+                            h.fin && h.payload_len <= 125 && f.len() == n + h.payload_len as usize
+                        );
+                        assert_eq!(h.mask.is_some(), role == Role::Client);
+                        if matches!(tr, Transmit::Close(_)) {
+                            assert_eq!(h.opcode, OP_CLOSE);
+                            *close_sent = true;
+                        } else {
+                            assert!(h.opcode == OP_PING || h.opcode == OP_PONG);
+                        }
+                    }
+                    Transmit::Finished => *finished = true,
+                    _ => {}
+                }
+                if *close_sent {
+                    assert!(!t.c.accepts_data(), "case {case}");
+                }
+            };
+            for _ in 0..rnd(40) {
+                ms += rnd(1500);
+                match rnd(12) {
+                    0..=3 => {
+                        let mut bytes = Vec::new();
+                        for _ in 0..1 + rnd(3) {
+                            let op = [OP_TEXT, OP_BINARY, OP_PING, frame::OP_PONG, OP_CLOSE, 3]
+                                [rnd(6) as usize];
+                            let len = rnd(if op >= 8 { 130 } else { 300 }) as usize;
+                            let mut payload: Vec<u8> =
+                                (0..len).map(|_| b'a' + rnd(26) as u8).collect();
+                            if op == OP_CLOSE && rnd(2) == 0 {
+                                payload = close::build_close_payload(
+                                    [1000, 1001, 1002, 999, 1005, 3000, 4999][rnd(7) as usize],
+                                    "r",
+                                );
+                            }
+                            let mask = if rnd(20) == 0 { None } else { peer_mask };
+                            let _ =
+                                frame::encode_frame(&mut bytes, rnd(8) != 0, op, mask, &payload);
+                            if rnd(10) == 0 {
+                                bytes.extend((0..rnd(20)).map(|_| rnd(256) as u8));
+                            }
+                        }
+                        // Split anywhere.
+                        let cut = rnd(bytes.len() as u64 + 1) as usize;
+                        let (a, b) = bytes.split_at(cut);
+                        t.raw(ms, a.to_vec());
+                        t.raw(ms, b.to_vec());
+                    }
+                    4 => t.eof(ms),
+                    5 => {
+                        let len = rnd(140) as usize;
+                        t.c.close(vec![3; len]);
+                    }
+                    6 => t.c.owner_gone(),
+                    7 => t.c.set_keepalive(
+                        (rnd(2) == 0).then(|| Duration::from_millis(1 + rnd(3000))),
+                        vec![b'k'; rnd(130) as usize],
+                    ),
+                    8 => {
+                        t.timeout(ms);
+                        let now = t.at(ms);
+                        assert!(t.c.poll_timeout().is_none_or(|d| d > now), "case {case}");
+                    }
+                    9 if rnd(10) == 0 => {
+                        let mut ev = Vec::new();
+                        t.c.transport_failed(&mut |e| ev.push(e));
+                        t.events.extend(ev);
+                    }
+                    _ => {
+                        let owner = OwnerOutput {
+                            mid_frame: rnd(4) == 0,
+                            queued: rnd(2) == 0,
+                        };
+                        let tr = t.poll(ms, owner);
+                        check(&mut t, &tr, &mut close_sent, &mut finished);
+                    }
+                }
+                for e in t.events() {
+                    if let Event::Closed { .. } = e {
+                        closed_events += 1;
+                    }
+                }
+                assert!(closed_events <= 1, "case {case}");
+            }
+            // The owner goes, the stream ends, time passes: it finishes.
+            t.c.owner_gone();
+            t.eof(ms);
+            let mut steps = 0;
+            while !finished {
+                steps += 1;
+                assert!(steps < 50, "case {case}: never finishes ({:?})", t.c);
+                let tr = t.poll(ms, IDLE);
+                check(&mut t, &tr, &mut close_sent, &mut finished);
+                if tr == Transmit::Idle {
+                    ms =
+                        t.c.poll_timeout()
+                            .map_or(ms + 1, |d| d.duration_since(t.t0).as_millis() as u64);
+                    t.timeout(ms);
+                }
+            }
+            let total = closed_events
+                + t.events()
+                    .iter()
+                    .filter(|e| matches!(e, Event::Closed { .. }))
+                    .count();
+            assert_eq!(total, 1, "case {case}: the owner hears the end once");
+        }
     }
 }
