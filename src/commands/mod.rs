@@ -539,10 +539,12 @@ impl State {
                 );
                 self.disconnect(&name);
             }
-            Event::Error(msg) => {
+            Event::Error(e) => {
                 // tcllib logs (at "error") only a failed accept check; the
                 // other failures reach the script as the event alone.
-                if msg.starts_with("Security handshake failed") {
+                let security = e.is_security_failure();
+                let msg = e.message;
+                if security {
                     self.logger.log(Level::Error, "Security handshake failed");
                 }
                 self.logger.log(Level::Info, &msg);
@@ -1143,7 +1145,13 @@ mod tests {
     fn error_and_timeout() {
         let (t, st, c) = setup(2);
         let sink = st.sink();
-        sink.emit(c[0].0, Event::Error("refused".into()));
+        sink.emit(
+            c[0].0,
+            Event::Error(crate::engine::ConnectError::new(
+                crate::engine::ConnectFailure::Network,
+                "refused",
+            )),
+        );
         sink.emit(c[1].0, Event::Timeout("too slow".into()));
         assert!(wait_events(&t, 3));
         assert!(!t.run_until(Duration::from_millis(50), || t.ok("llength $::ev") != "3"));

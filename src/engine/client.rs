@@ -3,7 +3,7 @@
 
 use super::conn::{self, Cmd, Inbox, Options, Setup};
 use super::tls::{self, TlsSettings};
-use super::{Event, Sink};
+use super::{ConnectError, ConnectFailure, Event, Sink};
 use crate::proto::deflate::{negotiate, DeflateConfig, DeflateParams};
 use crate::proto::handshake;
 use crate::proto::mask::MaskKeys;
@@ -116,14 +116,15 @@ struct Answer {
     deflate: Option<DeflateParams>,
 }
 
-async fn connect_tcp(req: &Request) -> Result<TcpStream, String> {
+async fn connect_tcp(req: &Request) -> Result<TcpStream, ConnectError> {
+    let net = |m: String| ConnectError::new(ConnectFailure::Network, m);
     let t = &req.target;
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((t.host.as_str(), t.port))
         .await
-        .map_err(|e| format!("Cannot resolve host '{}': {e}", t.host))?
+        .map_err(|e| net(format!("Cannot resolve host '{}': {e}", t.host)))?
         .collect();
     if addrs.is_empty() {
-        return Err(format!("Cannot resolve host '{}'", t.host));
+        return Err(net(format!("Cannot resolve host '{}'", t.host)));
     }
     let local: Option<std::net::IpAddr> = match &req.myaddr {
         None => None,
@@ -134,7 +135,7 @@ async fn connect_tcp(req: &Request) -> Result<TcpStream, String> {
                 .ok()
                 .and_then(|mut it| it.next())
                 .map(|s| s.ip())
-                .ok_or_else(|| format!("Cannot resolve -myaddr '{a}'"))?,
+                .ok_or_else(|| net(format!("Cannot resolve -myaddr '{a}'")))?,
         }),
     };
     let mut last = String::new();
@@ -158,7 +159,7 @@ async fn connect_tcp(req: &Request) -> Result<TcpStream, String> {
         };
         if let Some(ip) = local {
             if let Err(e) = socket.bind(SocketAddr::new(ip, 0)) {
-                return Err(format!("Cannot bind to -myaddr '{ip}': {e}"));
+                return Err(net(format!("Cannot bind to -myaddr '{ip}': {e}")));
             }
         }
         match socket.connect(addr).await {
@@ -169,7 +170,7 @@ async fn connect_tcp(req: &Request) -> Result<TcpStream, String> {
             Err(e) => last = e.to_string(),
         }
     }
-    Err(format!("Cannot connect to {}: {last}", t.url))
+    Err(net(format!("Cannot connect to {}: {last}", t.url)))
 }
 
 /// How far connecting got, for the message when `-timeout` ends it.
@@ -208,7 +209,8 @@ async fn handshake_on<S: Stream>(
     mut stream: S,
     req: &Request,
     progress: &Progress,
-) -> Result<(S, Answer), String> {
+) -> Result<(S, Answer), ConnectError> {
+    let io = |m: String| ConnectError::new(ConnectFailure::Io, m);
     let key = handshake::generate_key(&mut MaskKeys::new());
     // The package negotiates extensions itself: an offer the script put in
     // -headers gives way to ours.
@@ -224,21 +226,26 @@ async fn handshake_on<S: Stream>(
         &req.protocols,
         &headers,
     )
-    .map_err(|e| e.message)?;
-    stream
-        .write_all(&head)
-        .await
-        .map_err(|e| format!("Cannot send the handshake to {}: {e}", req.target.url))?;
-    stream.flush().await.map_err(|e| e.to_string())?;
+    .map_err(|e| io(e.message))?;
+    stream.write_all(&head).await.map_err(|e| {
+        io(format!(
+            "Cannot send the handshake to {}: {e}",
+            req.target.url
+        ))
+    })?;
+    stream.flush().await.map_err(|e| io(e.to_string()))?;
     progress.set(Stage::AwaitingAnswer);
     let mut buf = Vec::with_capacity(1024);
     loop {
         match handshake::parse_response(&buf) {
             Ok(Some((resp, used))) => {
                 if resp.status != 101 {
-                    return Err(format!(
-                        "HTTP error code {} when establishing WebSocket connection with {}",
-                        resp.status, req.target.url
+                    return Err(ConnectError::new(
+                        ConnectFailure::Status(resp.status),
+                        format!(
+                            "HTTP error code {} when establishing WebSocket connection with {}",
+                            resp.status, req.target.url
+                        ),
                     ));
                 }
                 let (protocol, deflate) = handshake::validate_response_with(
@@ -247,7 +254,13 @@ async fn handshake_on<S: Stream>(
                     &req.protocols,
                     req.deflate.as_ref(),
                 )
-                .map_err(|e| format!("{} (from {})", e.message, req.target.url))?;
+                .map_err(|e| {
+                    let kind = e.kinds.last().copied().unwrap_or("HANDSHAKE");
+                    ConnectError::new(
+                        ConnectFailure::Handshake(kind),
+                        format!("{} (from {})", e.message, req.target.url),
+                    )
+                })?;
                 let leftover = buf[used..].to_vec();
                 return Ok((
                     stream,
@@ -260,49 +273,54 @@ async fn handshake_on<S: Stream>(
             }
             Ok(None) => {}
             Err(e) => {
-                return Err(format!(
-                    "Invalid handshake response from {}: {}",
-                    req.target.url, e.message
-                ))
+                let kind = e.kinds.last().copied().unwrap_or("HANDSHAKE");
+                return Err(ConnectError::new(
+                    ConnectFailure::Handshake(kind),
+                    format!(
+                        "Invalid handshake response from {}: {}",
+                        req.target.url, e.message
+                    ),
+                ));
             }
         }
         let mut chunk = [0u8; 4096];
         let n = stream.read(&mut chunk).await.map_err(|e| {
-            format!(
+            io(format!(
                 "Connection to {} failed during the handshake: {e}",
                 req.target.url
-            )
+            ))
         })?;
         if n == 0 {
-            return Err(format!(
+            return Err(io(format!(
                 "Connection to {} closed during the handshake",
                 req.target.url
-            ));
+            )));
         }
         buf.extend_from_slice(&chunk[..n]);
         progress.set(Stage::PartAnswered);
     }
 }
 
-async fn establish(req: &Request, progress: &Progress) -> Result<Established, String> {
+async fn establish(req: &Request, progress: &Progress) -> Result<Established, ConnectError> {
+    let tls_err = |m: String| ConnectError::new(ConnectFailure::Tls, m);
     let tcp = connect_tcp(req).await?;
     let peer = tcp.peer_addr().ok();
     let local = tcp.local_addr().ok();
     if req.target.secure {
         progress.set(Stage::Tls);
         let config = tls::client_config(&req.tls)
-            .map_err(|e| format!("TLS setup for {} failed: {e}", req.target.url))?;
+            .map_err(|e| tls_err(format!("TLS setup for {} failed: {e}", req.target.url)))?;
         let name = req
             .tls
             .servername
             .clone()
             .unwrap_or_else(|| req.target.host.clone());
         let server_name = ServerName::try_from(name.clone())
-            .map_err(|_| format!("Invalid TLS server name '{name}'"))?;
+            .map_err(|_| tls_err(format!("Invalid TLS server name '{name}'")))?;
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(server_name, tcp)
             .await
-            .map_err(|e| format!("TLS handshake with {} failed: {e}", req.target.url))?;
+            .map_err(|e| tls_err(format!("TLS handshake with {} failed: {e}", req.target.url)))?;
         let (s, a) = handshake_on(tls, req, progress).await?;
         Ok(Established {
             stream: Transport::Tls(Box::new(s)),
@@ -356,7 +374,7 @@ pub fn spawn(req: Request, mut opts: Options, id: u64, sink: Arc<dyn Sink>, mut 
                 id,
                 Event::Timeout(progress.timeout_message(&req.target.url)),
             ),
-            Some(Err(msg)) => sink.emit(id, Event::Error(msg)),
+            Some(Err(e)) => sink.emit(id, Event::Error(e)),
             Some(Ok(e)) => {
                 sink.emit(
                     id,

@@ -1,20 +1,29 @@
-//! One WebSocket connection once the opening handshake is done: a reader
-//! and a writer driven together by one task, the keepalive timer and the
-//! closing handshake (RFC 6455 §5.5.1, §7).
+//! One WebSocket connection once the opening handshake is done: moves bytes
+//! and time between the transport and the connection's protocol state
+//! (`proto::connection::Connection`, which owns the closing handshake, the
+//! pongs owed and keepalive), and events to the owner.
+//!
+//! A reader and a writer future run together in one task and share the
+//! `Connection` behind a mutex (never contended: they are one task). The
+//! reader feeds it the peer's bytes; the writer writes what `poll_transmit`
+//! says, sleeps until `poll_timeout`, and takes the owner's orders.
 //!
 //! Plain TCP connections also take writes straight from the owner's thread:
-//! when the writer has nothing queued, `Handle::send_data` writes to the
-//! socket itself, so an echo does not wait for a wake-up of the engine.
-//! The `Direct` lock keeps the byte stream whole: whoever writes while the
-//! writer is busy queues behind it.
+//! when the writer has nothing queued and nothing of the connection's own
+//! is due, `Handle::send_data` writes to the socket itself, so an echo does
+//! not wait for a wake-up of the engine. The `Direct` lock keeps the byte
+//! stream whole: whoever writes while the writer holds the socket queues
+//! behind it. Locks are taken in the order Connection, then Direct; the
+//! owner's thread takes only Direct.
 
 use super::queue::{self, Receiver, Sender, TryRecvError, WeakSender};
 use super::{Event, Sink};
-use crate::proto::close::{self, CloseFrame};
+use crate::proto::close;
+use crate::proto::connection::{
+    self as proto_conn, Config, Connection, OwnerOutput, Reading, Transmit,
+};
 use crate::proto::deflate::{DeflateConfig, DeflateParams, PerMessageDeflate};
-use crate::proto::frame;
-use crate::proto::mask::MaskKeys;
-use crate::proto::reader::{Message, MessageReader};
+use crate::proto::reader::Message;
 use crate::proto::Role;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -26,11 +35,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-/// How long we wait for the peer's part of the closing handshake.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long the close frame we owe the peer waits for the script to finish
-/// handling what arrived before it (its echo must go out first).
-const CLOSE_REPLY_DELAY: Duration = Duration::from_secs(1);
+pub use crate::proto::connection::CLOSE_TIMEOUT;
+
 /// Bytes gathered into one vectored write.
 const WRITE_BATCH: usize = 256 * 1024;
 /// Read size; the buffer is per thread, not per connection.
@@ -60,13 +66,15 @@ pub enum Cmd {
 struct Direct {
     /// The socket, while the connection runs over plain TCP.
     stream: Option<Arc<TcpStream>>,
-    /// The writer has bytes to put out first: the owner must queue.
+    /// The writer holds the socket (it has bytes to put out first, or a
+    /// frame of the connection's own is due): the owner must queue.
     pending: bool,
-    /// A close frame went out: nothing may follow it.
+    /// Our close frame went out (or the connection ended): nothing more is
+    /// accepted.
     closed: bool,
     /// The owner's direct write ended inside a frame: the frame's rest is
-    /// queued for the writer (ahead of any other data), and nothing of the
-    /// writer's own (a pong) may go out before it.
+    /// the first data queued for the writer, and nothing of the
+    /// connection's own may go out before it.
     partial: bool,
 }
 
@@ -77,20 +85,15 @@ pub struct Shared {
     queued: AtomicUsize,
     /// Largest message the reader accepts.
     max_message: AtomicUsize,
-    /// Time of the last traffic (ms on `clock()`), for keepalive.
+    /// Time of the last traffic (µs on `clock()`), for keepalive: the
+    /// owner's direct writes stamp it without taking the connection's lock.
     activity: AtomicU64,
     direct: Mutex<Direct>,
-    /// Payloads of pings not answered yet. Past MAX_PONGS_DUE the newest
-    /// replaces the last (§5.5.3 allows answering only the latest ping), so a
-    /// peer that pings and never reads cannot grow this.
-    pong_due: Mutex<VecDeque<Vec<u8>>>,
     /// Cost of the events sent to the owner and not yet handled by it; the
     /// reader stops reading above UNDELIVERED_HIGH (backpressure to the peer).
     undelivered: AtomicUsize,
     drained: Notify,
 }
-
-const MAX_PONGS_DUE: usize = 16;
 
 /// Events waiting for the owner beyond which the reader pauses.
 const UNDELIVERED_HIGH: usize = 1024 * 1024;
@@ -113,11 +116,17 @@ impl Shared {
     }
 
     fn touch(&self) {
-        self.activity.store(clock(), Ordering::Relaxed);
+        self.touch_at(now());
     }
 
-    fn pong_due(&self) -> MutexGuard<'_, VecDeque<Vec<u8>>> {
-        self.pong_due.lock().unwrap_or_else(|e| e.into_inner())
+    fn touch_at(&self, t: Instant) {
+        let us = t.saturating_duration_since(start()).as_micros() as u64;
+        self.activity.store(us, Ordering::Relaxed);
+    }
+
+    /// When the last traffic was.
+    fn last_activity(&self) -> Instant {
+        start() + Duration::from_micros(self.activity.load(Ordering::Relaxed))
     }
 }
 
@@ -164,7 +173,6 @@ pub fn channel(id: u64, max_message: usize) -> (Handle, Inbox) {
         max_message: AtomicUsize::new(max_message),
         activity: AtomicU64::new(clock()),
         direct: Mutex::new(Direct::default()),
-        pong_due: Mutex::new(VecDeque::new()),
         undelivered: AtomicUsize::new(0),
         drained: Notify::new(),
     });
@@ -236,8 +244,9 @@ impl Handle {
     }
 
     /// Writes what the socket takes now, if the owner may write directly
-    /// (plain TCP, nothing queued). Returns the bytes written; when not all,
-    /// the socket now belongs to the writer until it has caught up.
+    /// (plain TCP, the writer does not hold the socket). Returns the bytes
+    /// written; when not all, the socket now belongs to the writer until it
+    /// has caught up.
     fn try_direct(&self, d: &mut Direct, parts: &[IoSlice<'_>]) -> usize {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         if d.pending {
@@ -301,21 +310,20 @@ pub struct Options {
     pub deflate: Option<(DeflateParams, DeflateConfig)>,
 }
 
-fn clock() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+/// The engine's clock: tokio's (so that tests with paused time see it
+/// move), as a std Instant for the protocol core.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
-/// From the reader to the writer.
-enum FromReader {
-    /// A pong is due (its payload is in `Shared::pong_due`).
-    Pong,
-    /// The peer sent a close frame; answer with this payload.
-    PeerClose(Vec<u8>),
-    /// We must fail the connection with this close frame.
-    Fail(u16, &'static str),
-    /// The reader stopped (EOF, error, or after a close or a violation).
-    Ended,
+fn start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(now)
+}
+
+/// µs since `start()`.
+fn clock() -> u64 {
+    now().saturating_duration_since(start()).as_micros() as u64
 }
 
 /// Everything a connection starts with besides its transport.
@@ -355,6 +363,45 @@ where
     drive(input, Output::Stream(w), setup).await;
 }
 
+/// What reader and writer share.
+struct Core {
+    conn: Mutex<Connection>,
+    /// The reader tells the writer that the connection has news for it.
+    wake: Notify,
+    shared: Arc<Shared>,
+    id: u64,
+    sink: Arc<dyn Sink>,
+}
+
+impl Core {
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands an event of the connection's on: messages and the end to the
+    /// owner; news for the output side to the writer.
+    fn on_event(&self, event: proto_conn::Event) {
+        match event {
+            proto_conn::Event::Message(m) => {
+                self.shared
+                    .undelivered
+                    .fetch_add(event_cost(&m), Ordering::AcqRel);
+                self.sink.emit(self.id, Event::Message(m));
+            }
+            proto_conn::Event::ControlDue => {
+                // Before the owner hears the message that made it due: the
+                // owner's answers queue behind it.
+                self.shared.direct().pending = true;
+                self.wake.notify_one();
+            }
+            proto_conn::Event::Closed { code, reason } => {
+                self.sink.emit(self.id, Event::Closed { code, reason });
+                self.wake.notify_one();
+            }
+        }
+    }
+}
+
 async fn drive<S>(input: Input<S>, output: Output<WriteHalf<S>>, setup: Setup)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -367,32 +414,33 @@ where
         sink,
         inbox,
     } = setup;
-    let (to_writer, from_reader) = queue::queue();
     let shared = inbox.shared.clone();
     shared.touch();
-    let mut message_reader = MessageReader::new(opts.role, shared.max_message.load(Ordering::Relaxed));
+    let config = Config {
+        role: opts.role,
+        max_message: shared.max_message.load(Ordering::Relaxed),
+        keepalive: opts.keepalive,
+        ping_payload: opts.ping_payload,
+    };
+    let mut connection = Connection::new(config, now());
     if let Some((params, cfg)) = &opts.deflate {
-        message_reader.set_deflate(PerMessageDeflate::new(opts.role, params, cfg));
+        connection.set_deflate(PerMessageDeflate::new(opts.role, params, cfg));
     }
-    let reader = Reader {
-        reader: message_reader,
-        id,
-        sink: sink.clone(),
-        to_writer,
+    let core = Arc::new(Core {
+        conn: Mutex::new(connection),
+        wake: Notify::new(),
         shared: shared.clone(),
-        closing: false,
-    }
-    .run(input, buffered);
+        id,
+        sink,
+    });
+    let reader = Reader { core: core.clone() }.run(input, buffered);
     let writer = Writer {
         out: output,
-        role: opts.role,
-        keys: None,
-        shared: shared.clone(),
-        keepalive: opts.keepalive,
-        ping: opts.ping_payload,
-        close_sent: false,
+        core: core.clone(),
+        rx: Some(inbox.rx),
+        owner_data: VecDeque::new(),
     }
-    .run(preamble, inbox.rx, from_reader, id, sink);
+    .run(preamble);
     tokio::pin!(reader);
     tokio::pin!(writer);
     let mut reader_done = false;
@@ -460,202 +508,94 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; READ_CHUNK]);
 }
 
-/// What the reader does after a chunk of input.
-enum Flow {
-    More,
-    Stop,
-}
-
 struct Reader {
-    reader: MessageReader,
-    id: u64,
-    sink: Arc<dyn Sink>,
-    to_writer: Sender<FromReader>,
-    shared: Arc<Shared>,
-    /// The peer's close frame arrived: discard input until EOF.
-    closing: bool,
+    core: Arc<Core>,
 }
 
 impl Reader {
-    async fn run<S: AsyncRead + Unpin>(mut self, mut input: Input<S>, buffered: Vec<u8>) {
+    async fn run<S: AsyncRead + Unpin>(self, mut input: Input<S>, buffered: Vec<u8>) {
         let mut first = buffered;
         if !first.is_empty() {
-            if let Flow::Stop = self.process(&mut first) {
-                return;
-            }
+            self.process(&mut first);
         }
         drop(first);
         loop {
             self.backpressure().await;
-            let got = match &mut input {
+            let reading = self.core.conn().reading();
+            if reading == Reading::Stop {
+                return;
+            }
+            let more = match &mut input {
                 Input::Tcp(stream) => {
-                    let room = if self.closing {
-                        0
-                    } else {
-                        self.reader.payload_room(IN_PLACE_MIN)
-                    };
                     if stream.readable().await.is_err() {
-                        None
-                    } else if room > 0 {
-                        let buf = self.reader.payload_buffer();
-                        match read_drained_append(stream, buf, room.min(IN_PLACE_CHUNK)) {
-                            Ok(0) => None,
-                            Ok(n) => Some(self.process_in_place(n)),
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                            Err(_) => None,
-                        }
+                        false
                     } else {
-                        let r = SCRATCH.with(|b| {
-                            let mut buf = b.borrow_mut();
-                            match read_drained(stream, &mut buf) {
-                                Ok(0) => Some(None),
-                                Ok(n) => Some(Some(self.process(&mut buf[..n]))),
-                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-                                Err(_) => Some(None),
+                        let mut conn = self.core.conn();
+                        let room = conn.payload_room(IN_PLACE_MIN);
+                        if room > 0 {
+                            let buf = conn.payload_buffer();
+                            match read_drained_append(stream, buf, room.min(IN_PLACE_CHUNK)) {
+                                Ok(0) => false,
+                                Ok(n) => {
+                                    let t = now();
+                                    self.core.shared.touch_at(t);
+                                    conn.payload_appended(n, t, &mut |e| self.core.on_event(e));
+                                    true
+                                }
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+                                Err(_) => false,
                             }
-                        });
-                        match r {
-                            None => continue,
-                            Some(flow) => flow,
+                        } else {
+                            drop(conn);
+                            SCRATCH.with(|b| {
+                                let mut buf = b.borrow_mut();
+                                match read_drained(stream, &mut buf) {
+                                    Ok(0) => false,
+                                    Ok(n) => {
+                                        self.process(&mut buf[..n]);
+                                        true
+                                    }
+                                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+                                    Err(_) => false,
+                                }
+                            })
                         }
                     }
                 }
                 Input::Stream(r, buf) => match r.read(buf).await {
-                    Ok(0) | Err(_) => None,
-                    Ok(n) => Some(self.process(&mut buf[..n])),
+                    Ok(0) | Err(_) => false,
+                    Ok(n) => {
+                        self.process(&mut buf[..n]);
+                        true
+                    }
                 },
             };
-            match got {
-                Some(Flow::More) => {}
-                Some(Flow::Stop) => return,
-                None => {
-                    self.end_of_input();
-                    return;
-                }
+            if !more {
+                self.core
+                    .conn()
+                    .receive_eof(now(), &mut |e| self.core.on_event(e));
+                self.core.wake.notify_one();
+                return;
             }
         }
     }
 
-    fn end_of_input(&self) {
-        if !self.closing {
-            self.sink.emit(
-                self.id,
-                Event::Closed {
-                    code: close::ABNORMAL,
-                    reason: close::default_reason(close::ABNORMAL)
-                        .unwrap_or("")
-                        .to_string(),
-                },
-            );
-        }
-        let _ = self.to_writer.send(FromReader::Ended);
-    }
-
-    /// Parses one chunk of input and reports what it completes.
-    fn process(&mut self, data: &mut [u8]) -> Flow {
-        self.shared.touch();
-        if self.closing {
-            return Flow::More;
-        }
-        let limit = self.shared.max_message.load(Ordering::Relaxed);
-        if limit != self.reader.max_message_size() {
-            self.reader.set_max_message_size(limit);
-        }
-        let mut pos = 0;
-        loop {
-            match self.reader.read(&mut data[pos..]) {
-                Ok((n, msg)) => {
-                    pos += n;
-                    match msg {
-                        Some(Message::Close(frame)) => {
-                            self.peer_closed(frame);
-                            return Flow::More;
-                        }
-                        Some(Message::Ping(p)) => {
-                            // The pong goes before anything the owner sends
-                            // in answer to what follows the ping: both under
-                            // the direct lock, which `release` also takes.
-                            let first = {
-                                let mut d = self.shared.direct();
-                                let mut due = self.shared.pong_due();
-                                if due.len() == MAX_PONGS_DUE {
-                                    due.pop_back();
-                                }
-                                due.push_back(p.clone());
-                                d.pending = true;
-                                due.len() == 1
-                            };
-                            if first {
-                                let _ = self.to_writer.send(FromReader::Pong);
-                            }
-                            self.emit(Message::Ping(p));
-                        }
-                        Some(m) => self.emit(m),
-                        None if n == 0 || pos == data.len() => return Flow::More,
-                        None => {}
-                    }
-                }
-                Err(v) => return self.fail(v),
-            }
-        }
-    }
-
-    /// `n` payload bytes were received straight into the reader's message
-    /// buffer (see `MessageReader::payload_room`).
-    fn process_in_place(&mut self, n: usize) -> Flow {
-        self.shared.touch();
-        match self.reader.payload_appended(n) {
-            Ok(Some(m)) => {
-                self.emit(m);
-                Flow::More
-            }
-            Ok(None) => Flow::More,
-            Err(v) => self.fail(v),
-        }
-    }
-
-    /// The peer broke the protocol: report it, close with its code, stop.
-    fn fail(&mut self, v: close::Violation) -> Flow {
-        let reason = close::default_reason(v.code).unwrap_or(v.reason);
-        self.sink.emit(
-            self.id,
-            Event::Closed {
-                code: v.code,
-                reason: reason.to_string(),
-            },
-        );
-        let _ = self.to_writer.send(FromReader::Fail(v.code, v.reason));
-        let _ = self.to_writer.send(FromReader::Ended);
-        Flow::Stop
-    }
-
-    fn emit(&self, m: Message) {
-        self.shared
-            .undelivered
-            .fetch_add(event_cost(&m), Ordering::AcqRel);
-        self.sink.emit(self.id, Event::Message(m));
+    /// Hands one chunk of input to the connection.
+    fn process(&self, data: &mut [u8]) {
+        let shared = &self.core.shared;
+        let t = now();
+        shared.touch_at(t);
+        let mut conn = self.core.conn();
+        conn.set_max_message(shared.max_message.load(Ordering::Relaxed));
+        conn.receive(data, t, &mut |e| self.core.on_event(e));
     }
 
     /// Waits while too much input waits for the owner.
     async fn backpressure(&self) {
-        while self.shared.undelivered.load(Ordering::Acquire) > UNDELIVERED_HIGH {
-            self.shared.drained.notified().await;
+        let shared = &self.core.shared;
+        while shared.undelivered.load(Ordering::Acquire) > UNDELIVERED_HIGH {
+            shared.drained.notified().await;
         }
-    }
-
-    fn peer_closed(&mut self, frame: Option<CloseFrame>) {
-        let (code, reason) = match &frame {
-            Some(CloseFrame { code, reason }) => (*code, reason.clone()),
-            None => (close::NO_STATUS, String::new()),
-        };
-        self.sink.emit(self.id, Event::Closed { code, reason });
-        let reply = match frame {
-            Some(f) => close::build_close_payload(f.code, ""),
-            None => Vec::new(),
-        };
-        let _ = self.to_writer.send(FromReader::PeerClose(reply));
-        // Keep reading until EOF so the peer's FIN is seen.
-        self.closing = true;
     }
 }
 
@@ -666,88 +606,133 @@ enum Output<W> {
 
 struct Writer<W> {
     out: Output<W>,
-    role: Role,
-    /// Mask keys, made on first use (clients only).
-    keys: Option<MaskKeys>,
-    shared: Arc<Shared>,
-    keepalive: Option<Duration>,
-    ping: Vec<u8>,
-    close_sent: bool,
+    core: Arc<Core>,
+    /// The owner's orders; None once the owner is gone.
+    rx: Option<Receiver<Cmd>>,
+    /// The owner's data taken from `rx`, not yet written.
+    owner_data: VecDeque<Vec<u8>>,
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
-    /// A control frame (close, ping, pong) to write; None if the encoder
-    /// refuses it (a payload over 125 bytes), which is then never sent.
-    fn frame(&mut self, opcode: u8, payload: &[u8]) -> Option<Vec<u8>> {
-        let mask = match self.role {
-            Role::Client => Some(self.keys.get_or_insert_with(MaskKeys::new).next_key()),
-            Role::Server => None,
-        };
-        let mut out = Vec::with_capacity(payload.len() + frame::MAX_HEADER_LEN);
-        frame::encode_frame(&mut out, true, opcode, mask, payload).ok()?;
-        Some(out)
+    /// Applies an order of the owner's (None: the owner is gone).
+    fn order(&mut self, conn: &mut Connection, cmd: Option<Cmd>) {
+        match cmd {
+            Some(Cmd::Data(b)) => self.owner_data.push_back(b),
+            Some(Cmd::Close(code)) => conn.close(match code {
+                Some((c, reason)) => close::build_close_payload(c, &reason),
+                None => Vec::new(),
+            }),
+            Some(Cmd::Keepalive(k, payload)) => conn.set_keepalive(k, payload),
+            None => {
+                self.rx = None;
+                conn.owner_gone();
+            }
+        }
     }
 
-    /// Writes the rest of a frame the owner's direct write left unfinished
-    /// (`Direct::partial`), so that a frame of the writer's own can follow.
-    /// The rest is the first data queued since; settings the owner sent
-    /// before it are applied on the way, and a close (which cannot come
-    /// first: `send` refuses once the owner has closed) is left in `next`.
-    async fn finish_partial(
-        &mut self,
-        rx: &mut Receiver<Cmd>,
-        next: &mut Option<Cmd>,
-    ) -> io::Result<()> {
-        if !self.shared.direct().partial {
-            return Ok(());
+    /// What to do next, decided with both locks held: nothing can be
+    /// written or queued by the owner meanwhile, so the answer holds until
+    /// the socket is handed back (`Direct::pending` cleared).
+    fn next(&mut self) -> (Transmit, Option<Instant>) {
+        let core = self.core.clone();
+        let mut conn = core.conn();
+        let mut d = core.shared.direct();
+        while let Some(rx) = &mut self.rx {
+            match rx.try_recv() {
+                Ok(cmd) => self.order(&mut conn, Some(cmd)),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => self.order(&mut conn, None),
+            }
+        }
+        conn.traffic(core.shared.last_activity());
+        let owner = OwnerOutput {
+            mid_frame: d.partial,
+            queued: !self.owner_data.is_empty(),
+        };
+        let t = conn.poll_transmit(now(), owner);
+        match t {
+            Transmit::Idle if conn.owner_may_write() => d.pending = false,
+            _ => d.pending = true,
+        }
+        if !conn.accepts_data() {
+            d.closed = true;
+        }
+        (t, conn.poll_timeout())
+    }
+
+    /// Waits for news: an order, the reader, or the connection's deadline.
+    async fn wait(&mut self, deadline: Option<Instant>) {
+        let core = self.core.clone();
+        let cmd = tokio::select! {
+            biased;
+            _ = core.wake.notified() => return,
+            cmd = recv(&mut self.rx) => cmd,
+            _ = sleep_until(deadline) => {
+                let mut conn = core.conn();
+                conn.traffic(core.shared.last_activity());
+                conn.handle_timeout(now());
+                return;
+            }
+        };
+        let mut conn = core.conn();
+        self.order(&mut conn, cmd);
+    }
+
+    async fn run(mut self, preamble: Vec<u8>) {
+        if !preamble.is_empty() && self.write_bufs(&[preamble]).await.is_err() {
+            return self.failed();
         }
         loop {
-            match rx.try_recv() {
-                Ok(Cmd::Data(rest)) => {
-                    self.shared.direct().partial = false;
-                    let n = rest.len();
-                    let r = self.write_one(rest).await;
-                    self.shared.queued.fetch_sub(n, Ordering::Relaxed);
-                    return r;
+            let (t, deadline) = self.next();
+            let r = match t {
+                Transmit::Idle => {
+                    self.wait(deadline).await;
+                    Ok(())
                 }
-                Ok(Cmd::Keepalive(k, payload)) => {
-                    self.keepalive = k;
-                    self.ping = payload;
+                Transmit::OwnerFrameRest => {
+                    let rest = self.owner_data.pop_front().unwrap_or_default();
+                    self.write_owner(vec![rest]).await
                 }
-                Ok(close @ Cmd::Close(_)) => {
-                    self.shared.direct().partial = false;
-                    *next = Some(close);
-                    return Ok(());
+                Transmit::OwnerData => {
+                    let mut total = 0;
+                    let mut bufs = Vec::new();
+                    while total < WRITE_BATCH {
+                        match self.owner_data.pop_front() {
+                            Some(b) => {
+                                total += b.len();
+                                bufs.push(b);
+                            }
+                            None => break,
+                        }
+                    }
+                    self.write_owner(bufs).await
                 }
-                Err(_) => {
-                    self.shared.direct().partial = false;
-                    return Ok(());
+                Transmit::Control(f) | Transmit::Close(f) => self.write_bufs(&[f]).await,
+                Transmit::Shutdown => {
+                    self.shutdown().await;
+                    Ok(())
                 }
+                Transmit::Finished => return,
+            };
+            if r.is_err() {
+                return self.failed();
             }
         }
     }
 
-    /// Takes the socket from the owner's direct writes before we write.
-    fn claim(&self) {
-        self.shared.direct().pending = true;
+    /// Writes the owner's data; the first piece finishes any frame the
+    /// owner's direct write left unfinished.
+    async fn write_owner(&mut self, bufs: Vec<Vec<u8>>) -> io::Result<()> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let r = self.write_bufs(&bufs).await;
+        self.core.shared.direct().partial = false;
+        self.core.shared.queued.fetch_sub(total, Ordering::Relaxed);
+        r
     }
 
-    /// Hands the socket back to the owner's direct writes, unless a command
-    /// arrived meanwhile (which is then returned, to be handled first) or a
-    /// pong is due: the owner's bytes queued since the ping answer what came
-    /// after it, so they wait until the pong is out.
-    fn release(&self, rx: &mut Receiver<Cmd>) -> Option<Cmd> {
-        let mut d = self.shared.direct();
-        if !self.shared.pong_due().is_empty() {
-            return None;
-        }
-        match rx.try_recv() {
-            Ok(cmd) => Some(cmd),
-            Err(_) => {
-                d.pending = false;
-                None
-            }
-        }
+    fn failed(&self) {
+        let core = &self.core;
+        core.conn().transport_failed(&mut |e| core.on_event(e));
     }
 
     async fn write_bufs(&mut self, bufs: &[Vec<u8>]) -> io::Result<()> {
@@ -793,28 +778,8 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         if let Output::Stream(w) = &mut self.out {
             w.flush().await?;
         }
-        self.shared.touch();
+        self.core.shared.touch();
         Ok(())
-    }
-
-    async fn write_one(&mut self, bytes: Vec<u8>) -> io::Result<()> {
-        self.write_bufs(std::slice::from_ref(&bytes)).await
-    }
-
-    async fn send_close(&mut self, payload: &[u8]) -> io::Result<()> {
-        {
-            let mut d = self.shared.direct();
-            d.closed = true;
-            d.pending = true;
-        }
-        self.close_sent = true;
-        // Close payloads are built to fit (close::build_close_payload); one
-        // that did not would go as a close frame without a code.
-        let f = match self.frame(frame::OP_CLOSE, payload) {
-            Some(f) => f,
-            None => self.frame(frame::OP_CLOSE, &[]).unwrap_or_default(),
-        };
-        self.write_one(f).await
     }
 
     async fn shutdown(&mut self) {
@@ -831,232 +796,19 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             }
         }
     }
+}
 
-    /// After the close frames: the server closes TCP first (§7.1.1); a client
-    /// waits for that, then closes anyway. Both wait at most CLOSE_TIMEOUT.
-    async fn finish(&mut self, from_reader: &mut Receiver<FromReader>, reader_ended: bool) {
-        if self.role == Role::Server {
-            self.shutdown().await;
-        }
-        if !reader_ended {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-                while let Some(m) = from_reader.recv().await {
-                    if matches!(m, FromReader::Ended) {
-                        break;
-                    }
-                }
-            })
-            .await;
-        }
-        if self.role == Role::Client {
-            self.shutdown().await;
-        }
-    }
-
-    fn abnormal(sink: &Arc<dyn Sink>, id: u64) {
-        sink.emit(
-            id,
-            Event::Closed {
-                code: close::ABNORMAL,
-                reason: close::default_reason(close::ABNORMAL)
-                    .unwrap_or("")
-                    .to_string(),
-            },
-        )
-    }
-
-    async fn run(
-        mut self,
-        preamble: Vec<u8>,
-        mut rx: Receiver<Cmd>,
-        mut from_reader: Receiver<FromReader>,
-        id: u64,
-        sink: Arc<dyn Sink>,
-    ) {
-        if !preamble.is_empty() && self.write_one(preamble).await.is_err() {
-            Self::abnormal(&sink, id);
-            return;
-        }
-        let mut next: Option<Cmd> = None;
-        // A close frame we owe the peer (it closed, or broke the protocol),
-        // sent once the owner has handled the messages before it.
-        let mut owed: Option<(Vec<u8>, tokio::time::Instant)> = None;
-        loop {
-            if next.is_none() {
-                next = self.release(&mut rx);
-            }
-            let deadline = match &owed {
-                Some((_, at)) => Some(*at),
-                None => self.keepalive.map(|k| {
-                    let last = self.shared.activity.load(Ordering::Relaxed);
-                    let due = last + k.as_millis() as u64;
-                    tokio::time::Instant::now() + Duration::from_millis(due.saturating_sub(clock()))
-                }),
-            };
-            let cmd = match next.take() {
-                Some(c) => Some(c),
-                None => tokio::select! {
-                    biased;
-                    m = from_reader.recv(), if owed.is_none() => {
-                        let reply_by = tokio::time::Instant::now() + CLOSE_REPLY_DELAY;
-                        match m {
-                            Some(FromReader::Pong) => {
-                                // A pong inside a frame the owner began
-                                // writing would corrupt the stream: the
-                                // frame's rest goes first (seen in
-                                // hostile-7.4 when the task woke late).
-                                if self.finish_partial(&mut rx, &mut next).await.is_err() {
-                                    Self::abnormal(&sink, id);
-                                    return;
-                                }
-                                let due = std::mem::take(&mut *self.shared.pong_due());
-                                if !due.is_empty() && !self.close_sent {
-                                    self.claim();
-                                    // The reader takes no ping over 125 bytes.
-                                    let frames: Vec<Vec<u8>> = due
-                                        .iter()
-                                        .filter_map(|p| self.frame(frame::OP_PONG, p))
-                                        .collect();
-                                    if self.write_bufs(&frames).await.is_err() {
-                                        Self::abnormal(&sink, id);
-                                        return;
-                                    }
-                                }
-                                continue;
-                            }
-                            Some(FromReader::PeerClose(reply)) => {
-                                if self.close_sent {
-                                    // The answer to our own close frame.
-                                    self.finish(&mut from_reader, false).await;
-                                    return;
-                                }
-                                owed = Some((reply, reply_by));
-                                continue;
-                            }
-                            Some(FromReader::Fail(code, reason)) => {
-                                owed = Some((close::build_close_payload(code, reason), reply_by));
-                                continue;
-                            }
-                            Some(FromReader::Ended) | None => {
-                                self.shutdown().await;
-                                return;
-                            }
-                        }
-                    }
-                    c = rx.recv() => c,
-                    _ = sleep_until(deadline) => {
-                        if let Some((payload, _)) = owed.take() {
-                            if !self.close_sent {
-                                let _ = self.send_close(&payload).await;
-                            }
-                            self.finish(&mut from_reader, false).await;
-                            return;
-                        }
-                        let idle = clock().saturating_sub(self.shared.activity.load(Ordering::Relaxed));
-                        if let Some(k) = self.keepalive {
-                            if idle >= k.as_millis() as u64 && !self.close_sent {
-                                // `configure` takes no -ping text over 125
-                                // bytes, and the encoder refuses one: an
-                                // empty ping would go instead (never none,
-                                // or this timer would fire again at once).
-                                let ping = std::mem::take(&mut self.ping);
-                                let f = self
-                                    .frame(frame::OP_PING, &ping)
-                                    .or_else(|| self.frame(frame::OP_PING, &[]))
-                                    .unwrap_or_default();
-                                self.ping = ping;
-                                self.claim();
-                                if self.write_one(f).await.is_err() {
-                                    Self::abnormal(&sink, id);
-                                    return;
-                                }
-                            }
-                        }
-                        continue;
-                    }
-                },
-            };
-            match cmd {
-                Some(Cmd::Data(first)) => {
-                    let mut total = first.len();
-                    let mut bufs = VecDeque::from([first]);
-                    // A pong that fell due meanwhile goes before the rest.
-                    while total < WRITE_BATCH && self.shared.pong_due().is_empty() {
-                        match rx.try_recv() {
-                            Ok(Cmd::Data(b)) => {
-                                total += b.len();
-                                bufs.push_back(b);
-                            }
-                            Ok(other) => {
-                                next = Some(other);
-                                break;
-                            }
-                            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                        }
-                    }
-                    let bufs: Vec<Vec<u8>> = bufs.into();
-                    let r = self.write_bufs(&bufs).await;
-                    self.shared.queued.fetch_sub(total, Ordering::Relaxed);
-                    if r.is_err() {
-                        Self::abnormal(&sink, id);
-                        return;
-                    }
-                }
-                Some(Cmd::Close(code)) => {
-                    let payload = match code {
-                        Some((c, reason)) => close::build_close_payload(c, &reason),
-                        None => Vec::new(),
-                    };
-                    let mut reader_ended = false;
-                    let peer_closed = owed.take().is_some();
-                    if self.send_close(&payload).await.is_ok() && !peer_closed {
-                        // Wait for the peer's close frame (or the end of its
-                        // stream). A peer that does not answer within
-                        // CLOSE_TIMEOUT is not waited for again: the TCP
-                        // connection closes then, in both roles.
-                        reader_ended = tokio::time::timeout(CLOSE_TIMEOUT, async {
-                            while let Some(m) = from_reader.recv().await {
-                                match m {
-                                    FromReader::PeerClose(_) | FromReader::Fail(..) => {
-                                        return false
-                                    }
-                                    FromReader::Ended => return true,
-                                    FromReader::Pong => {}
-                                }
-                            }
-                            true
-                        })
-                        .await
-                        .unwrap_or(true);
-                    }
-                    self.finish(&mut from_reader, reader_ended).await;
-                    return;
-                }
-                Some(Cmd::Keepalive(k, payload)) => {
-                    self.keepalive = k;
-                    self.ping = payload;
-                }
-                None => {
-                    // The owner is gone: it handled the peer's close (or the
-                    // failure) we owe an answer to, or its interpreter was deleted.
-                    let payload = match owed.take() {
-                        Some((p, _)) => p,
-                        None => close::build_close_payload(close::GOING_AWAY, ""),
-                    };
-                    if !self.close_sent {
-                        let _ = self.send_close(&payload).await;
-                    }
-                    self.finish(&mut from_reader, false).await;
-                    return;
-                }
-            }
-        }
+/// The owner's next order; never, once the owner is gone.
+async fn recv(rx: &mut Option<Receiver<Cmd>>) -> Option<Cmd> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,
     }
 }
@@ -1064,6 +816,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::frame;
 
     struct NoSink;
     impl Sink for NoSink {
@@ -1105,6 +858,7 @@ mod tests {
                 role: Role::Server,
                 keepalive: Some(Duration::from_millis(20)),
                 ping_payload: vec![b'p'; 126],
+                deflate: None,
             },
             id,
             sink: Arc::new(NoSink),

@@ -5,6 +5,8 @@
 pub mod bridge;
 pub mod client;
 pub mod conn;
+#[cfg(test)]
+mod conn_tests;
 pub mod queue;
 pub mod runtime;
 pub mod tls;
@@ -29,7 +31,7 @@ pub enum Event {
     /// we closed for, or an abnormal end (1006). Always the last event.
     Closed { code: u16, reason: String },
     /// Connecting failed; the connection never opened. Last event.
-    Error(String),
+    Error(ConnectError),
     /// Connecting did not finish within -timeout. Last event.
     Timeout(String),
 }
@@ -37,4 +39,44 @@ pub enum Event {
 /// Receives the engine's events, from any engine thread.
 pub trait Sink: Send + Sync + 'static {
     fn emit(&self, conn: u64, event: Event);
+}
+
+/// Why connecting failed: what kind of failure, for the owner to act on,
+/// and the message the script sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectError {
+    pub failure: ConnectFailure,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// Resolving the host, binding -myaddr or connecting over TCP.
+    Network,
+    /// TLS setup or the TLS handshake.
+    Tls,
+    /// The server answered the WebSocket handshake with this HTTP status.
+    Status(u16),
+    /// The server's answer broke the opening handshake; the kind as
+    /// `proto::handshake::HandshakeError` names it ("ACCEPT": a wrong
+    /// Sec-WebSocket-Accept, "UPGRADE", "PROTOCOL", ...).
+    Handshake(&'static str),
+    /// Our request could not be built or sent, or the connection failed or
+    /// ended before the answer was complete.
+    Io,
+}
+
+impl ConnectError {
+    pub fn new(failure: ConnectFailure, message: impl Into<String>) -> ConnectError {
+        ConnectError {
+            failure,
+            message: message.into(),
+        }
+    }
+
+    /// The server's answer failed the accept-key check (RFC 6455 §4.1),
+    /// which tcllib logs as "Security handshake failed".
+    pub fn is_security_failure(&self) -> bool {
+        self.failure == ConnectFailure::Handshake("ACCEPT")
+    }
 }

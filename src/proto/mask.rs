@@ -120,40 +120,17 @@ impl MaskKeys {
     }
 }
 
-/// Fill `buf` from the OS: getrandom(2) where available, else /dev/urandom,
-/// and as a last resort std's randomly keyed SipHash (itself seeded from the OS).
+/// Fill `buf` from the OS (the `getrandom` crate: getrandom(2), else
+/// /dev/urandom), and as a last resort std's randomly keyed SipHash (itself
+/// seeded from the OS).
 fn os_random(buf: &mut [u8]) {
-    if getrandom_fill(buf) {
+    if getrandom::getrandom(buf).is_ok() {
         return;
     }
     if urandom_fill(buf) {
         return;
     }
     hash_fill(buf);
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn getrandom_fill(buf: &mut [u8]) -> bool {
-    let mut done = 0;
-    while done < buf.len() {
-        let rest = &mut buf[done..];
-        // SAFETY: `rest` is a valid, writable region of `rest.len()` bytes for
-        // the duration of the call; getrandom writes at most that many bytes.
-        let r = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if r < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return false;
-        }
-        done += r as usize;
-    }
-    true
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn getrandom_fill(_buf: &mut [u8]) -> bool {
-    false
 }
 
 fn urandom_fill(buf: &mut [u8]) -> bool {
