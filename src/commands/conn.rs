@@ -28,7 +28,9 @@ fn sock_addrs(fd: &std::os::fd::OwnedFd) -> (Option<SocketAddr>, Option<SocketAd
 }
 
 /// Takes channel `sock` into the engine and reports `connect` with `info`.
-/// `preamble` is written first (the 101 response of `upgrade`).
+/// `preamble` is written first (the 101 response of `upgrade`); `deflate`
+/// is permessage-deflate as `test` accepted it.
+#[allow(clippy::too_many_arguments)]
 pub fn attach_socket(
     st: &State,
     interp: Interp,

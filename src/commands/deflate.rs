@@ -83,7 +83,7 @@ fn boolean(interp: Interp, v: &Obj) -> Result<bool, TclError> {
 /// `base` with the option/value pairs of `words` applied: all of them or,
 /// at the first bad one, none (the error).
 fn apply(interp: Interp, base: &Settings, words: &[Obj]) -> Result<Settings, TclError> {
-    if words.len() % 2 != 0 {
+    if !words.len().is_multiple_of(2) {
         return Err(bad(format!(
             "missing value for {}",
             words.last().map(|w| w.to_string_lossy()).unwrap_or_default()
@@ -125,7 +125,7 @@ pub fn parse_value(st: &State, interp: Interp, v: ObjRef) -> Result<Settings, Tc
 /// permessage-deflate (what `open` and `live` use without `-deflate`) and
 /// returns them all.
 pub fn deflate(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
-    if objv.len() % 2 != 1 {
+    if objv.len().is_multiple_of(2) {
         return Err(wrong_args(objv, "?option value ...?"));
     }
     let words: Vec<Obj> = objv[1..].iter().map(|o| o.to_owned()).collect();

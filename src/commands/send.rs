@@ -97,7 +97,7 @@ fn send_mode(interp: Interp, opts: &[ObjRef]) -> Result<SendMode, TclError> {
 }
 
 pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
-    if objv.len() < 3 || objv.len() % 2 == 0 && objv.len() > 5 {
+    if objv.len() < 3 || objv.len().is_multiple_of(2) && objv.len() > 5 {
         return Err(wrong_args(objv, "sock type ?msg? ?final? ?-compress boolean?"));
     }
     let sock = objv[1].to_string_lossy();

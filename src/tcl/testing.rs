@@ -132,6 +132,12 @@ impl TestInterp {
     }
 }
 
+impl Default for TestInterp {
+    fn default() -> TestInterp {
+        TestInterp::new()
+    }
+}
+
 impl Drop for TestInterp {
     fn drop(&mut self) {
         // SAFETY: our interpreter, not used after this.
