@@ -101,17 +101,27 @@ fn main() {
         let compiler = cc::Build::new().get_compiler();
         let mut cmd = compiler.to_command();
         cmd.arg("-shared").arg("-o").arg(&out);
-        cmd.arg("-Wl,--whole-archive").arg(&archive).arg("-Wl,--no-whole-archive");
+        cmd.arg("-Wl,--whole-archive")
+            .arg(&archive)
+            .arg("-Wl,--no-whole-archive");
         if let Some(dir) = lib_dir {
             // (libtommath lives there too)
             cmd.arg(format!("-L{dir}")).arg(format!("-Wl,-rpath,{dir}"));
         }
-        cmd.args(vars.get("TCL_LIBS").map(String::as_str).unwrap_or("").split_whitespace());
+        cmd.args(
+            vars.get("TCL_LIBS")
+                .map(String::as_str)
+                .unwrap_or("")
+                .split_whitespace(),
+        );
         let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
         if ok {
             tcl_lib = out.display().to_string();
         } else {
-            println!("cargo:warning=no shared Tcl library for the unit tests ({} failed to link)", archive.display());
+            println!(
+                "cargo:warning=no shared Tcl library for the unit tests ({} failed to link)",
+                archive.display()
+            );
         }
         println!("cargo:rerun-if-changed={}", archive.display());
     }

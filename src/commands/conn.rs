@@ -2,8 +2,7 @@
 //! `find`, `configure`, and the package-wide `loglevel`.
 
 use super::{
-    glob_match, log::Level, next_id, wrong_args, Conn, ConnState, Kind, State,
-    DEFAULT_MAX_MESSAGE,
+    glob_match, log::Level, next_id, wrong_args, Conn, ConnState, Kind, State, DEFAULT_MAX_MESSAGE,
 };
 use crate::engine::bridge as bridge_engine;
 use crate::engine::client;
@@ -139,7 +138,9 @@ impl channel::NameOwner for NameOwner {
         }
         // tcllib's scripts close the socket they upgraded; for a
         // WebSocket that is `::websocket::close $sock`.
-        let _ = st.with_handler_calls(|| close_sock(&st, &name, Some(close::NORMAL as i64), String::new()));
+        let _ = st.with_handler_calls(|| {
+            close_sock(&st, &name, Some(close::NORMAL as i64), String::new())
+        });
     }
 
     fn address(&self, local: bool) -> Option<Obj> {
@@ -278,7 +279,8 @@ pub fn close_sock(st: &State, sock: &str, code: Option<i64>, mut reason: String)
     }
     let msg = match code {
         Some(c) => {
-            st.logger.log(Level::Info, &format!("Closing web socket: {c} ({reason})"));
+            st.logger
+                .log(Level::Info, &format!("Closing web socket: {c} ({reason})"));
             Obj::list(&[Obj::int(c), Obj::string(&reason)])
         }
         None => {

@@ -40,8 +40,14 @@ impl Settings {
             ("-level", c.level.to_string()),
             ("-memlevel", c.mem_level.to_string()),
             ("-window", c.window_bits.to_string()),
-            ("-server_no_context_takeover", (c.server_no_context_takeover as u8).to_string()),
-            ("-client_no_context_takeover", (c.client_no_context_takeover as u8).to_string()),
+            (
+                "-server_no_context_takeover",
+                (c.server_no_context_takeover as u8).to_string(),
+            ),
+            (
+                "-client_no_context_takeover",
+                (c.client_no_context_takeover as u8).to_string(),
+            ),
             ("-server_max_window_bits", bits(c.server_max_window_bits)),
             ("-client_max_window_bits", bits(c.client_max_window_bits)),
         ];
@@ -54,7 +60,8 @@ impl Settings {
     }
 }
 
-const OPTIONS: &str = "-enable, -threshold, -level, -memlevel, -window, -server_no_context_takeover, \
+const OPTIONS: &str =
+    "-enable, -threshold, -level, -memlevel, -window, -server_no_context_takeover, \
     -client_no_context_takeover, -server_max_window_bits or -client_max_window_bits";
 
 fn bad(msg: String) -> TclError {
@@ -77,7 +84,9 @@ fn bits_or_none(interp: Interp, v: &Obj, name: &str) -> Result<Option<u8>, TclEr
 }
 
 fn boolean(interp: Interp, v: &Obj) -> Result<bool, TclError> {
-    v.borrow().get_boolean(Some(interp)).ok_or(TclError::InInterp)
+    v.borrow()
+        .get_boolean(Some(interp))
+        .ok_or(TclError::InInterp)
 }
 
 /// `base` with the option/value pairs of `words` applied: all of them or,
@@ -86,7 +95,10 @@ fn apply(interp: Interp, base: &Settings, words: &[Obj]) -> Result<Settings, Tcl
     if !words.len().is_multiple_of(2) {
         return Err(bad(format!(
             "missing value for {}",
-            words.last().map(|w| w.to_string_lossy()).unwrap_or_default()
+            words
+                .last()
+                .map(|w| w.to_string_lossy())
+                .unwrap_or_default()
         )));
     }
     let mut s = base.clone();
@@ -103,7 +115,11 @@ fn apply(interp: Interp, base: &Settings, words: &[Obj]) -> Result<Settings, Tcl
             "-client_no_context_takeover" => c.client_no_context_takeover = boolean(interp, v)?,
             "-server_max_window_bits" => c.server_max_window_bits = bits_or_none(interp, v, &k)?,
             "-client_max_window_bits" => c.client_max_window_bits = bits_or_none(interp, v, &k)?,
-            _ => return Err(bad(format!("unknown deflate option \"{k}\": use {OPTIONS}"))),
+            _ => {
+                return Err(bad(format!(
+                    "unknown deflate option \"{k}\": use {OPTIONS}"
+                )))
+            }
         }
     }
     s.config.check().map_err(|e| bad(e.to_string()))?;
@@ -115,10 +131,20 @@ fn apply(interp: Interp, base: &Settings, words: &[Obj]) -> Result<Settings, Tcl
 pub fn parse_value(st: &State, interp: Interp, v: ObjRef) -> Result<Settings, TclError> {
     let defaults = st.deflate_defaults.borrow().clone();
     if let Some(on) = v.get_boolean(None) {
-        return Ok(Settings { enable: on, ..defaults });
+        return Ok(Settings {
+            enable: on,
+            ..defaults
+        });
     }
     let words = v.list_elements(Some(interp)).ok_or(TclError::InInterp)?;
-    apply(interp, &Settings { enable: true, ..defaults }, &words)
+    apply(
+        interp,
+        &Settings {
+            enable: true,
+            ..defaults
+        },
+        &words,
+    )
 }
 
 /// `deflate ?option value ...?`: sets the interpreter's defaults for

@@ -220,7 +220,10 @@ pub struct Pending {
     pub handler: Obj,
     pub protocol: String,
     /// permessage-deflate accepted by `test`, with our settings.
-    pub deflate: Option<(crate::proto::deflate::negotiate::Accepted, crate::proto::deflate::DeflateConfig)>,
+    pub deflate: Option<(
+        crate::proto::deflate::negotiate::Accepted,
+        crate::proto::deflate::DeflateConfig,
+    )>,
 }
 
 type Inbox = Mailbox<(u64, Event)>;
@@ -1090,7 +1093,14 @@ mod tests {
                 let id = next_id();
                 let name = format!("socktest{i}");
                 let (handle, _inbox) = engine_conn::channel(id, DEFAULT_MAX_MESSAGE);
-                let conn = Conn::new(id, &name, Obj::string("rec"), true, ConnState::Connected, handle);
+                let conn = Conn::new(
+                    id,
+                    &name,
+                    Obj::string("rec"),
+                    true,
+                    ConnState::Connected,
+                    handle,
+                );
                 st.register(conn);
                 (id, name)
             })
@@ -1124,7 +1134,13 @@ mod tests {
         sink.emit(*id, Event::Message(Message::Binary(vec![1, 255])));
         sink.emit(*id, Event::Message(Message::Ping(b"p".to_vec())));
         sink.emit(*id, Event::Message(Message::Pong(Vec::new())));
-        sink.emit(*id, Event::Closed { code: 1001, reason: "Going away".into() });
+        sink.emit(
+            *id,
+            Event::Closed {
+                code: 1001,
+                reason: "Going away".into(),
+            },
+        );
         sink.emit(*id, text("late"));
         assert!(wait_events(&t, 6));
         assert!(!t.run_until(Duration::from_millis(50), || t.ok("llength $::ev") != "6"));
@@ -1180,7 +1196,13 @@ mod tests {
         sink.emit(*id, text("stop"));
         sink.emit(*id, text("after"));
         sink.emit(c[1].0, text("other"));
-        sink.emit(*id, Event::Closed { code: 1000, reason: String::new() });
+        sink.emit(
+            *id,
+            Event::Closed {
+                code: 1000,
+                reason: String::new(),
+            },
+        );
         assert!(wait_events(&t, 4));
         assert!(!t.run_until(Duration::from_millis(50), || t.ok("llength $::ev") != "4"));
         let ev = events(&t);
@@ -1205,7 +1227,10 @@ mod tests {
         sink.emit(*id, text("bad"));
         sink.emit(*id, text("good"));
         assert!(wait_events(&t, 2));
-        assert_eq!(events(&t), format!("{{{name} text bad}} {{{name} text good}}"));
+        assert_eq!(
+            events(&t),
+            format!("{{{name} text bad}} {{{name} text good}}")
+        );
     }
 
     /// A close handler that waits in `vwait`: the socket's disconnect comes
@@ -1214,18 +1239,22 @@ mod tests {
     fn disconnect_waits_for_a_nested_event_loop() {
         let (t, st, c) = setup(2);
         let (id, name) = &c[0];
-        t.ok(
-            "proc rec {sock type msg} {
+        t.ok("proc rec {sock type msg} {
                 lappend ::ev [list $sock $type]
                 if {$type eq {close}} {
                     after 20 {set ::woke 1}
                     vwait ::woke
                     lappend ::ev [list $sock known [catch {::websocket::conninfo $sock state}]]
                 }
-            }",
-        );
+            }");
         let sink = st.sink();
-        sink.emit(*id, Event::Closed { code: 1000, reason: String::new() });
+        sink.emit(
+            *id,
+            Event::Closed {
+                code: 1000,
+                reason: String::new(),
+            },
+        );
         sink.emit(c[1].0, text("meanwhile"));
         assert!(wait_events(&t, 4));
         assert_eq!(
@@ -1249,7 +1278,10 @@ mod tests {
             (c.keepalive, c.ping.clone(), c.max_message, c.max_queue)
         };
         let before = settings(&st);
-        assert_eq!(before, (30.0, Vec::new(), DEFAULT_MAX_MESSAGE, DEFAULT_MAX_QUEUE));
+        assert_eq!(
+            before,
+            (30.0, Vec::new(), DEFAULT_MAX_MESSAGE, DEFAULT_MAX_QUEUE)
+        );
         for bad in [
             "-keepalive 5 -ping [string repeat x 126]",
             "-maxlength 100 -keepalive abc",
@@ -1257,10 +1289,16 @@ mod tests {
             "-ping ok -keepalive 1e300",
             "-keepalive 5 -nosuch 1",
         ] {
-            assert!(t.eval(&format!("::websocket::configure {name} {bad}")).is_err(), "{bad}");
+            assert!(
+                t.eval(&format!("::websocket::configure {name} {bad}"))
+                    .is_err(),
+                "{bad}"
+            );
             assert_eq!(settings(&st), before, "{bad}");
         }
-        t.ok(&format!("::websocket::configure {name} -keepalive 5 -ping ok -maxlength 100 -maxqueue 200"));
+        t.ok(&format!(
+            "::websocket::configure {name} -keepalive 5 -ping ok -maxlength 100 -maxqueue 200"
+        ));
         assert_eq!(settings(&st), (5.0, b"ok".to_vec(), 100, 200));
     }
 
@@ -1272,9 +1310,14 @@ mod tests {
         let (t, st, c) = setup(1);
         let name = &c[0].1;
         for code in [999, 1004, 1005, 1006, 1015, 2999, 5000, 70000, -1] {
-            let e = t.eval(&format!("::websocket::close {name} {code}")).unwrap_err();
+            let e = t
+                .eval(&format!("::websocket::close {name} {code}"))
+                .unwrap_err();
             assert!(e.starts_with(&format!("Invalid close code {code}")), "{e}");
-            assert_eq!(st.conns.borrow().get(name.as_str()).unwrap().state, ConnState::Connected);
+            assert_eq!(
+                st.conns.borrow().get(name.as_str()).unwrap().state,
+                ConnState::Connected
+            );
         }
         t.ok(&format!("::websocket::close {name} 4000 bye"));
         assert_eq!(

@@ -90,15 +90,24 @@ fn send_mode(interp: Interp, opts: &[ObjRef]) -> Result<SendMode, TclError> {
                 &["OPTION"],
             ));
         }
-        let on = pair[1].get_boolean(Some(interp)).ok_or(TclError::InInterp)?;
-        mode = if on { SendMode::Auto } else { SendMode::Uncompressed };
+        let on = pair[1]
+            .get_boolean(Some(interp))
+            .ok_or(TclError::InInterp)?;
+        mode = if on {
+            SendMode::Auto
+        } else {
+            SendMode::Uncompressed
+        };
     }
     Ok(mode)
 }
 
 pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     if objv.len() < 3 || objv.len().is_multiple_of(2) && objv.len() > 5 {
-        return Err(wrong_args(objv, "sock type ?msg? ?final? ?-compress boolean?"));
+        return Err(wrong_args(
+            objv,
+            "sock type ?msg? ?final? ?-compress boolean?",
+        ));
     }
     let sock = objv[1].to_string_lossy();
     let mut conns = st.conns.borrow_mut();
@@ -167,9 +176,9 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
     let compressed;
     let (payload, rsv1): (&[u8], bool) = match conn.deflate.as_mut() {
         Some(d) if !frame::is_control(wire_opcode) => {
-            compressed = d.compress(payload, fin, mode).map_err(|e| {
-                TclError::ws(format!("Cannot send on {sock}: {e}"), &["DEFLATE"])
-            })?;
+            compressed = d
+                .compress(payload, fin, mode)
+                .map_err(|e| TclError::ws(format!("Cannot send on {sock}: {e}"), &["DEFLATE"]))?;
             (&compressed.payload, compressed.rsv1)
         }
         _ => (payload, false),

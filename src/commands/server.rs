@@ -31,7 +31,10 @@ pub fn live(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         }
         Some(k) => {
             return Err(TclError::ws(
-                format!("{} is not a recognised option (use -deflate)", k.to_string_lossy()),
+                format!(
+                    "{} is not a recognised option (use -deflate)",
+                    k.to_string_lossy()
+                ),
                 &["OPTION"],
             ))
         }
@@ -135,7 +138,8 @@ pub fn test(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         }
     }
     let Some((handler, protocol, deflate_config)) = found else {
-        st.logger.log(Level::Warn, &format!("Cannot find any handler for {path}"));
+        st.logger
+            .log(Level::Warn, &format!("Cannot find any handler for {path}"));
         return Ok(Some(Obj::int(0)));
     };
     // permessage-deflate: the first acceptable offer; a header that does not
@@ -195,7 +199,16 @@ pub fn upgrade(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
         handshake::build_accept_response_with(&pending.accept, &pending.protocol, extensions);
     let info = Obj::list(&[Obj::string(&pending.path), pending.query.clone()]);
     let deflate = pending.deflate.map(|(a, cfg)| (a.params, cfg));
-    attach_socket(st, interp, &sock, pending.handler, true, response, info, deflate)?;
+    attach_socket(
+        st,
+        interp,
+        &sock,
+        pending.handler,
+        true,
+        response,
+        info,
+        deflate,
+    )?;
     Ok(None)
 }
 

@@ -194,7 +194,9 @@ impl Progress {
     /// tcllib's text, and what the package can tell of why.
     fn timeout_message(&self, url: &str) -> String {
         let why = match self.0.load(Ordering::Relaxed) {
-            x if x == Stage::Connecting as u8 => return format!("Timeout when connecting to {url}"),
+            x if x == Stage::Connecting as u8 => {
+                return format!("Timeout when connecting to {url}")
+            }
             x if x == Stage::Tls as u8 => "the TLS handshake did not finish",
             x if x == Stage::AwaitingAnswer as u8 => {
                 "the server accepted the connection but never answered the WebSocket handshake"
@@ -217,7 +219,10 @@ async fn handshake_on<S: Stream>(
     let mut headers = req.headers.clone();
     if let Some(cfg) = &req.deflate {
         headers.retain(|(n, _)| !n.eq_ignore_ascii_case("Sec-WebSocket-Extensions"));
-        headers.push(("Sec-WebSocket-Extensions".into(), negotiate::client_offer(cfg)));
+        headers.push((
+            "Sec-WebSocket-Extensions".into(),
+            negotiate::client_offer(cfg),
+        ));
     }
     let head = handshake::build_client_request(
         &req.target.host_header,
@@ -350,7 +355,9 @@ pub fn spawn(req: Request, mut opts: Options, id: u64, sink: Arc<dyn Sink>, mut 
         let progress = Progress(AtomicU8::new(Stage::Connecting as u8));
         let connect = async {
             match req.timeout {
-                Some(t) => tokio::time::timeout(t, establish(&req, &progress)).await.ok(),
+                Some(t) => tokio::time::timeout(t, establish(&req, &progress))
+                    .await
+                    .ok(),
                 None => Some(establish(&req, &progress).await),
             }
         };

@@ -1210,10 +1210,7 @@ mod tests {
             let mut closed_events = 0;
             let mut close_sent = false;
             let mut finished = false;
-            let check = |t: &mut T,
-                             tr: &Transmit,
-                             close_sent: &mut bool,
-                             finished: &mut bool| {
+            let check = |t: &mut T, tr: &Transmit, close_sent: &mut bool, finished: &mut bool| {
                 if *finished {
                     assert_eq!(*tr, Transmit::Finished, "case {case}");
                 }

@@ -556,7 +556,10 @@ pub fn validate_response_with(
     }
     if let Some(cfg) = deflate {
         let params = negotiate::accept_response_headers(cfg, h).map_err(|e| {
-            HandshakeError::new("EXTENSION", format!("Server's extension answer refused: {e}"))
+            HandshakeError::new(
+                "EXTENSION",
+                format!("Server's extension answer refused: {e}"),
+            )
         })?;
         return Ok((selected, params));
     }

@@ -220,7 +220,12 @@ impl MessageReader {
             return Err(Violation::protocol("reserved bits set"));
         };
         let before = self.inflated.len();
-        let r = d.decompress(&self.msg[start..], fin, self.max_message_size, &mut self.inflated);
+        let r = d.decompress(
+            &self.msg[start..],
+            fin,
+            self.max_message_size,
+            &mut self.inflated,
+        );
         self.msg.truncate(start);
         r?;
         if self.msg_opcode == Some(frame::OP_TEXT) {
@@ -422,7 +427,9 @@ impl MessageReader {
 /// The most compressed bytes a message of at most `max` inflated bytes
 /// may take.
 fn compressed_bound(max: usize) -> u64 {
-    (max as u64).saturating_add(max as u64 / 64).saturating_add(1024)
+    (max as u64)
+        .saturating_add(max as u64 / 64)
+        .saturating_add(1024)
 }
 
 #[cfg(test)]
@@ -1136,12 +1143,20 @@ mod tests {
     /// RSV1 on the first frame only, the payload cut into `parts` fragments.
     fn compressed_frames(tx: &mut PerMessageDeflate, op: u8, data: &[u8], parts: usize) -> Vec<u8> {
         let chunk = data.len().div_ceil(parts).max(1);
-        let pieces: Vec<&[u8]> = if data.is_empty() { vec![&[][..]] } else { data.chunks(chunk).collect() };
+        let pieces: Vec<&[u8]> = if data.is_empty() {
+            vec![&[][..]]
+        } else {
+            data.chunks(chunk).collect()
+        };
         let mut wire = Vec::new();
         for (i, piece) in pieces.iter().enumerate() {
             let fin = i + 1 == pieces.len();
             let c = tx.compress(piece, fin, SendMode::Auto).unwrap();
-            let mut f = u(fin, if i == 0 { op } else { frame::OP_CONTINUATION }, &c.payload);
+            let mut f = u(
+                fin,
+                if i == 0 { op } else { frame::OP_CONTINUATION },
+                &c.payload,
+            );
             if c.rsv1 {
                 f[0] |= deflate::RSV1_BIT;
             }
@@ -1152,13 +1167,19 @@ mod tests {
 
     #[test]
     fn compressed_messages_whole_fragmented_and_split() {
-        let text = "{\"id\": 1, \"name\": \"caf\u{e9}\", \"tags\": [\"a\", \"b\", \"c\"]} ".repeat(50);
+        let text =
+            "{\"id\": 1, \"name\": \"caf\u{e9}\", \"tags\": [\"a\", \"b\", \"c\"]} ".repeat(50);
         let binary: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
         let mut tx = pmd(Role::Server);
         let mut wire = compressed_frames(&mut tx, frame::OP_TEXT, text.as_bytes(), 1);
         wire.extend(compressed_frames(&mut tx, frame::OP_BINARY, &binary, 4));
         wire.extend(u(true, frame::OP_PING, b"p"));
-        wire.extend(compressed_frames(&mut tx, frame::OP_TEXT, text.as_bytes(), 3));
+        wire.extend(compressed_frames(
+            &mut tx,
+            frame::OP_TEXT,
+            text.as_bytes(),
+            3,
+        ));
         wire.extend(compressed_frames(&mut tx, frame::OP_TEXT, b"", 1));
         wire.extend(u(true, frame::OP_TEXT, b"plain"));
         let want = vec![
@@ -1172,19 +1193,32 @@ mod tests {
         assert!(wire.len() < text.len(), "compressed: {} bytes", wire.len());
         for sizes in [usize::MAX, 1, 7, 100] {
             let mut r = deflate_reader(MAX);
-            assert_eq!(decode_with(&mut r, &wire, &mut || sizes), (want.clone(), None), "chunks of {sizes}");
+            assert_eq!(
+                decode_with(&mut r, &wire, &mut || sizes),
+                (want.clone(), None),
+                "chunks of {sizes}"
+            );
             let mut r = deflate_reader(MAX);
-            assert_eq!(decode_in_place(&mut r, &wire, 1, &mut || sizes), (want.clone(), None), "in place, {sizes}");
+            assert_eq!(
+                decode_in_place(&mut r, &wire, 1, &mut || sizes),
+                (want.clone(), None),
+                "in place, {sizes}"
+            );
         }
     }
 
     #[test]
     fn compression_failures_close_with_the_rfc_codes() {
-        let code = |r: &mut MessageReader, wire: &[u8]| decode_with(r, wire, &mut || usize::MAX).1.map(|v| v.code);
+        let code = |r: &mut MessageReader, wire: &[u8]| {
+            decode_with(r, wire, &mut || usize::MAX).1.map(|v| v.code)
+        };
         // RSV1 without the extension negotiated.
         let mut f = u(true, frame::OP_TEXT, b"x");
         f[0] |= deflate::RSV1_BIT;
-        assert_eq!(code(&mut MessageReader::new(Role::Client, MAX), &f), Some(1002));
+        assert_eq!(
+            code(&mut MessageReader::new(Role::Client, MAX), &f),
+            Some(1002)
+        );
         // RSV1 on a control frame, on a continuation frame; RSV2.
         let mut ping = u(true, frame::OP_PING, b"");
         ping[0] |= deflate::RSV1_BIT;
@@ -1203,7 +1237,12 @@ mod tests {
         assert_eq!(code(&mut deflate_reader(MAX), &bad), Some(1007));
         // Compressed text that inflates to invalid UTF-8: 1007.
         let mut tx = pmd(Role::Server);
-        let invalid = compressed_frames(&mut tx, frame::OP_TEXT, &[b'a', 0xc3, 0x28, b'b'].repeat(40), 1);
+        let invalid = compressed_frames(
+            &mut tx,
+            frame::OP_TEXT,
+            &[b'a', 0xc3, 0x28, b'b'].repeat(40),
+            1,
+        );
         assert_eq!(code(&mut deflate_reader(MAX), &invalid), Some(1007));
     }
 
@@ -1221,7 +1260,11 @@ mod tests {
         let (msgs, v) = decode_with(&mut r, &wire, &mut || 4096);
         assert!(msgs.is_empty());
         assert_eq!(v.map(|v| v.code), Some(1009));
-        assert!(r.inflated.capacity() <= max + 64 * 1024, "{}", r.inflated.capacity());
+        assert!(
+            r.inflated.capacity() <= max + 64 * 1024,
+            "{}",
+            r.inflated.capacity()
+        );
         // At the limit exactly, it passes.
         let mut tx = pmd(Role::Server);
         let wire = compressed_frames(&mut tx, frame::OP_BINARY, &zeros[..max], 3);

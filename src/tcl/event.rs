@@ -944,7 +944,11 @@ mod tests {
             if self.with_calls {
                 self.calls.borrow_mut().push_back(Call {
                     interp: self.interp,
-                    words: vec![Obj::string("lappend"), Obj::string("::got"), Obj::int(item as i64)],
+                    words: vec![
+                        Obj::string("lappend"),
+                        Obj::string("::got"),
+                        Obj::int(item as i64),
+                    ],
                 });
             }
         }
@@ -979,7 +983,13 @@ mod tests {
         }
         assert!(t.run_until(Duration::from_secs(10), || rec.got.borrow().len() == 10_000));
         for p in 0..2u64 {
-            let mine: Vec<u64> = rec.got.borrow().iter().copied().filter(|x| x >> 32 == p).collect();
+            let mine: Vec<u64> = rec
+                .got
+                .borrow()
+                .iter()
+                .copied()
+                .filter(|x| x >> 32 == p)
+                .collect();
             assert_eq!(mine, (0..5000).map(|i| p << 32 | i).collect::<Vec<_>>());
         }
         assert!(t.run_until(Duration::from_secs(10), || {
@@ -1004,9 +1014,15 @@ mod tests {
             mb.push(i);
         }
         t.ok("after 0 {set ::fired 1}");
-        assert!(t.run_until(Duration::from_secs(30), || rec.got.borrow().len() == N as usize));
+        assert!(
+            t.run_until(Duration::from_secs(30), || rec.got.borrow().len()
+                == N as usize)
+        );
         let before = rec.before_fired.get().expect("the timer fired");
-        assert!(before < N as usize / 2, "the timer fired after {before} of {N} items");
+        assert!(
+            before < N as usize / 2,
+            "the timer fired after {before} of {N} items"
+        );
         mb.close();
     }
 

@@ -8,9 +8,9 @@ pub mod event;
 mod ffi;
 pub mod interp;
 pub mod obj;
-pub mod utf;
 #[cfg(test)]
 pub mod testing;
+pub mod utf;
 
 pub use event::{Consumer, Mailbox, ThreadId};
 pub use interp::{CmdResult, Interp, TclError};

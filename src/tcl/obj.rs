@@ -123,7 +123,8 @@ impl<'a> ObjRef<'a> {
         // objects owned by `holder`, which we release after taking our own
         // references (ws_list_elements took one on it in every case).
         unsafe {
-            let r = ffi::ws_list_elements(raw(interp), self.as_ptr(), &mut n, &mut elems, &mut holder);
+            let r =
+                ffi::ws_list_elements(raw(interp), self.as_ptr(), &mut n, &mut elems, &mut holder);
             let items = (r == ffi::TCL_OK).then(|| {
                 (0..n as usize)
                     .map(|i| Obj::from_raw(*elems.add(i)))
@@ -242,7 +243,9 @@ mod tests {
         assert_eq!(r.get_double(None), Some(1.0));
         assert_eq!(r.list_elements(None).map(|l| l.len()), Some(1));
         assert_eq!(bytes, b"1");
-        assert!(t.ok("tcl::unsupported::representation $::v").contains("bytearray"));
+        assert!(t
+            .ok("tcl::unsupported::representation $::v")
+            .contains("bytearray"));
     }
 
     /// List elements are owned: the list object may become something else.

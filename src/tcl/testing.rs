@@ -98,7 +98,9 @@ impl TestInterp {
         let c = CString::new(script).unwrap();
         let l = lib();
         // SAFETY: live interpreter of this thread.
-        let code = unsafe { (l.eval_ex)(self.raw, c.as_ptr(), -1, 0x20000 /* TCL_EVAL_GLOBAL */) };
+        let code = unsafe {
+            (l.eval_ex)(self.raw, c.as_ptr(), -1, 0x20000 /* TCL_EVAL_GLOBAL */)
+        };
         let res = self.interp().result().to_string_lossy();
         if code == 0 {
             Ok(res)
