@@ -1,4 +1,4 @@
-//! `::websocket::send sock type ?msg? ?final?`
+//! `::websocket::send sock type ?msg? ?final? ?-compress boolean?`
 
 use super::{log::Level, wrong_args, ConnState, State};
 use crate::proto::deflate::{self, SendMode};
