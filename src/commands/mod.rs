@@ -242,7 +242,9 @@ enum Step {
 pub struct State {
     pub interp: Interp,
     mailbox: Arc<Inbox>,
-    pub conns: RefCell<FastMap<Rc<str>, Conn>>,
+    /// Boxed: a table of 10,000 connections has room for ~16,000, and
+    /// empty slots then cost a pointer, not a whole `Conn`.
+    pub conns: RefCell<FastMap<Rc<str>, Box<Conn>>>,
     names: RefCell<FastMap<u64, Rc<str>>>,
     pub servers: RefCell<HashMap<String, Vec<Live>>>,
     pub pending: RefCell<HashMap<String, Pending>>,
@@ -296,13 +298,16 @@ impl State {
     pub fn register(&self, conn: Conn) {
         self.bridges.borrow_mut().retain(|b| !b.is_closed());
         self.names.borrow_mut().insert(conn.id, conn.name.clone());
-        let old = self.conns.borrow_mut().insert(conn.name.clone(), conn);
+        let old = self
+            .conns
+            .borrow_mut()
+            .insert(conn.name.clone(), Box::new(conn));
         if let Some(old) = old {
             self.discard(old);
         }
     }
 
-    fn discard(&self, mut conn: Conn) {
+    fn discard(&self, mut conn: Box<Conn>) {
         self.names.borrow_mut().remove(&conn.id);
         Self::uncork(&mut conn);
         if conn.state != ConnState::Closed {
@@ -586,7 +591,7 @@ impl State {
             run.clear();
         }
         // What handlers sent and is still corked goes out before the close.
-        let conns: Vec<Conn> = self.conns.borrow_mut().drain().map(|(_, c)| c).collect();
+        let conns: Vec<Box<Conn>> = self.conns.borrow_mut().drain().map(|(_, c)| c).collect();
         for mut c in conns {
             Self::uncork(&mut c);
             c.handle.send(Cmd::Close(Some((1001, String::new()))));

@@ -403,10 +403,12 @@ pub fn spawn(req: Request, mut opts: Options, id: u64, sink: Arc<dyn Sink>, mut 
                     sink,
                     inbox,
                 };
+                // A task of its own: this one, sized for the handshake
+                // (and TLS's), ends here.
                 match e.stream {
-                    Transport::Tcp(s) => conn::run_tcp(s, setup).await,
-                    Transport::Tls(s) => conn::run_stream(s, setup).await,
-                }
+                    Transport::Tcp(s) => tokio::spawn(conn::run_tcp(s, setup)),
+                    Transport::Tls(s) => tokio::spawn(conn::run_stream(s, setup)),
+                };
             }
         }
     });
@@ -419,22 +421,25 @@ pub fn spawn_bridged(stream: super::bridge::BridgeStream, setup: Setup) {
 
 /// Runs a connection on a socket taken over from Tcl.
 pub fn spawn_taken(fd: std::os::fd::OwnedFd, setup: Setup) {
-    super::runtime::handle().spawn(async move {
-        let std_stream = std::net::TcpStream::from(fd);
-        let stream = std_stream
-            .set_nonblocking(true)
-            .and_then(|_| TcpStream::from_std(std_stream));
-        match stream {
-            Ok(s) => conn::run_tcp(s, setup).await,
-            Err(e) => setup.sink.emit(
-                setup.id,
-                Event::Closed {
-                    code: crate::proto::close::ABNORMAL,
-                    reason: format!("cannot use the socket: {e}"),
-                },
-            ),
+    let rt = super::runtime::handle();
+    // from_std registers the socket with the runtime's reactor.
+    let _in_runtime = rt.enter();
+    let std_stream = std::net::TcpStream::from(fd);
+    let stream = std_stream
+        .set_nonblocking(true)
+        .and_then(|_| TcpStream::from_std(std_stream));
+    match stream {
+        Ok(s) => {
+            rt.spawn(conn::run_tcp(s, setup));
         }
-    });
+        Err(e) => setup.sink.emit(
+            setup.id,
+            Event::Closed {
+                code: crate::proto::close::ABNORMAL,
+                reason: format!("cannot use the socket: {e}"),
+            },
+        ),
+    }
 }
 
 #[cfg(test)]

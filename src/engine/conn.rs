@@ -27,9 +27,12 @@ use crate::proto::reader::Message;
 use crate::proto::Role;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -339,7 +342,7 @@ pub struct Setup {
 }
 
 /// Runs a connection over plain TCP (taken from Tcl or opened by `open`).
-pub async fn run_tcp(stream: TcpStream, setup: Setup) {
+pub fn run_tcp(stream: TcpStream, setup: Setup) -> Running {
     let _ = stream.set_nodelay(true);
     let stream = Arc::new(stream);
     {
@@ -350,17 +353,51 @@ pub async fn run_tcp(stream: TcpStream, setup: Setup) {
         d.pending = true;
     }
     let output = Output::<WriteHalf<TcpStream>>::Tcp(stream.clone());
-    drive(Input::Tcp(stream), output, setup).await;
+    drive(Input::Tcp(stream), output, setup)
 }
 
 /// Runs a connection over any byte stream (TLS, a Tcl channel).
-pub async fn run_stream<S>(stream: S, setup: Setup)
+pub fn run_stream<S>(stream: S, setup: Setup) -> Running
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (r, w) = tokio::io::split(stream);
     let input = Input::Stream(r, vec![0u8; STREAM_READ_BUF]);
-    drive(input, Output::Stream(w), setup).await;
+    drive(input, Output::Stream(w), setup)
+}
+
+type Half = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A running connection: its reader and writer, polled together until the
+/// writer ends. Each lives in an allocation of its own sized for itself, so
+/// the task stays small: one async fn holding both inline, with the
+/// arguments and locals rustc keeps across its awaits, cost an idle
+/// connection ~2 KiB.
+pub struct Running {
+    reader: Option<Half>,
+    writer: Half,
+    shared: Arc<Shared>,
+}
+
+impl Future for Running {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if let Some(reader) = &mut this.reader {
+            if reader.as_mut().poll(cx).is_ready() {
+                this.reader = None;
+            }
+        }
+        if this.writer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.reader = None;
+        let mut d = this.shared.direct();
+        d.closed = true;
+        d.stream = None;
+        Poll::Ready(())
+    }
 }
 
 /// What reader and writer share.
@@ -402,7 +439,7 @@ impl Core {
     }
 }
 
-async fn drive<S>(input: Input<S>, output: Output<WriteHalf<S>>, setup: Setup)
+fn drive<S>(input: Input<S>, output: Output<WriteHalf<S>>, setup: Setup) -> Running
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -436,23 +473,16 @@ where
     let reader = Reader { core: core.clone() }.run(input, buffered);
     let writer = Writer {
         out: output,
-        core: core.clone(),
+        core,
         rx: Some(inbox.rx),
         owner_data: VecDeque::new(),
     }
     .run(preamble);
-    tokio::pin!(reader);
-    tokio::pin!(writer);
-    let mut reader_done = false;
-    loop {
-        tokio::select! {
-            _ = &mut reader, if !reader_done => reader_done = true,
-            _ = &mut writer => break,
-        }
+    Running {
+        reader: Some(Box::pin(reader)),
+        writer: Box::pin(writer),
+        shared,
     }
-    let mut d = shared.direct();
-    d.closed = true;
-    d.stream = None;
 }
 
 enum Input<S> {
@@ -885,5 +915,39 @@ mod tests {
         }
         task.abort();
         drop(handle);
+    }
+
+    /// An idle connection's engine memory is mostly its futures: the task
+    /// holds only `Running` (two pointers and the shared state), and the
+    /// reader and writer futures stay near their measured sizes (296 and
+    /// 592 bytes with rustc 1.95). Folding them back into one async fn, or
+    /// keeping big values across an await, fails here.
+    #[tokio::test]
+    async fn an_idle_connection_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (_handle, inbox) = channel(u64::MAX - 1, 1 << 20);
+        let setup = Setup {
+            buffered: Vec::new(),
+            preamble: Vec::new(),
+            opts: Options {
+                role: Role::Server,
+                keepalive: Some(Duration::from_secs(30)),
+                ping_payload: Vec::new(),
+                deflate: None,
+            },
+            id: u64::MAX - 1,
+            sink: Arc::new(NoSink),
+            inbox,
+        };
+        let running = run_tcp(stream, setup);
+        let task = std::mem::size_of_val(&running);
+        let reader = std::mem::size_of_val(&*running.reader.as_ref().unwrap().as_ref());
+        let writer = std::mem::size_of_val(&*running.writer.as_ref());
+        assert!(task <= 64, "the task's future: {task} bytes");
+        assert!(reader <= 400, "the reader's future: {reader} bytes");
+        assert!(writer <= 768, "the writer's future: {writer} bytes");
     }
 }
