@@ -30,16 +30,18 @@
 #   active_deflate      ACTIVE_CONNS=2000 connections that each exchanged one
 #                       compressed 1 KiB message each way, held; RSS per
 #                       connection
+#   quiet_deflate       the same, measured after QUIET_SECS=35 quiet seconds
+#                       (ours frees a compressor unused for -idlerelease, 30 s)
 # and servers for them:
 #   python              Python websockets (bench/python/server.py, its default
 #                       compression="deflate")
 #   ours_nodeflate      ours with ::websocket::deflate -enable 0 (the echo
 #                       server's -deflate 0): what compression costs us
-#                       (in idle_deflate/active_deflate: the same connections
+#                       (in idle_deflate/active_deflate/quiet_deflate: the same connections
 #                       without deflate, as a baseline)
 # node runs with perMessageDeflate: true in these scenarios only (false in
 # the others, as before); ours negotiates it whenever a client offers it.
-#   SERVERS="ours node python ours_nodeflate" SCENARIOS="deflate1k deflate64k idle_deflate active_deflate" bench/run.sh
+#   SERVERS="ours node python ours_nodeflate" SCENARIOS="deflate1k deflate64k idle_deflate active_deflate quiet_deflate" bench/run.sh
 #   SERVER_CPU=1 LOADGEN_CPU=0                   taskset pinning
 #   TCLLIB_DIR=/usr/share/tcltk/tcllib1.21       where tcllib's websocket is
 #   BUILD=1             0 skips cargo build / npm install
@@ -59,6 +61,7 @@ DURATION=${DURATION:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 RTT_COUNT=${RTT_COUNT:-10000}
 ACTIVE_CONNS=${ACTIVE_CONNS:-2000}
+QUIET_SECS=${QUIET_SECS:-35}
 SCENARIOS=${SCENARIOS:-"pipelined rtt rtt_same_core large conns idle"}
 SERVERS=${SERVERS:-"tcllib ours node"}
 SERVER_CPU=${SERVER_CPU:-1}
@@ -81,7 +84,7 @@ die() { echo "run.sh: $*" >&2; exit 1; }
 note() { echo "run.sh: $*" >&2; }
 
 for s in $SCENARIOS; do
-    case $s in pipelined|rtt|rtt_same_core|large|conns|idle|deflate1k|deflate64k|idle_deflate|active_deflate) ;;
+    case $s in pipelined|rtt|rtt_same_core|large|conns|idle|deflate1k|deflate64k|idle_deflate|active_deflate|quiet_deflate) ;;
         *) die "unknown scenario '$s'";; esac
 done
 for s in $SERVERS; do
@@ -90,6 +93,7 @@ done
 [[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -ge 1 ]] || die "ROUNDS must be a positive integer"
 [[ $IDLE_CONNS =~ ^[0-9]+$ ]] || die "IDLE_CONNS must be an integer"
 [[ $ACTIVE_CONNS =~ ^[0-9]+$ ]] || die "ACTIVE_CONNS must be an integer"
+[[ $QUIET_SECS =~ ^[0-9]+$ ]] || die "QUIET_SECS must be an integer"
 [[ $DURATION =~ ^[0-9]+([.][0-9]+)?$ ]] || die "DURATION must be a number of seconds"
 DUR_INT=${DURATION%.*}; DUR_INT=${DUR_INT:-0}
 
@@ -131,7 +135,7 @@ NOFILE=$(ulimit -n)
 if [[ $NOFILE != unlimited && $IDLE_CONNS -gt $((NOFILE - 64)) && $SCENARIOS == *idle* ]]; then
     note "warning: RLIMIT_NOFILE is $NOFILE, too low for IDLE_CONNS=$IDLE_CONNS"
 fi
-if [[ $NOFILE != unlimited && $ACTIVE_CONNS -gt $((NOFILE - 64)) && $SCENARIOS == *active_deflate* ]]; then
+if [[ $NOFILE != unlimited && $ACTIVE_CONNS -gt $((NOFILE - 64)) && ( $SCENARIOS == *active_deflate* || $SCENARIOS == *quiet_deflate* ) ]]; then
     note "warning: RLIMIT_NOFILE is $NOFILE, too low for ACTIVE_CONNS=$ACTIVE_CONNS"
 fi
 
@@ -224,6 +228,8 @@ run_one() {
         idle_deflate) args=(--conns "$IDLE_CONNS" --batch 200 --deflate 1); maxt=$((60 + IDLE_CONNS / 100)); mode=idle ;;
         active_deflate) args=(--conns "$ACTIVE_CONNS" --batch 200 --deflate 1 --active 1)
                    maxt=$((60 + ACTIVE_CONNS / 50)); mode=idle ;;
+        quiet_deflate) args=(--conns "$ACTIVE_CONNS" --batch 200 --deflate 1 --active 1 --settle "$QUIET_SECS")
+                   maxt=$((60 + ACTIVE_CONNS / 50 + QUIET_SECS * 2)); mode=idle ;;
     esac
     # ours_nodeflate declines the offer on purpose: its idle figures are the baseline.
     [[ $name == ours_nodeflate && $scen == *_deflate ]] && args+=(--require-deflate 0)
@@ -286,7 +292,7 @@ done
     echo
     echo "- host: $(uname -srm), nproc=$NCPU, load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- tclsh: $(echo 'puts [info patchlevel]' | "$TCLSH" 2>/dev/null), node: $("$NODE" --version 2>/dev/null), ws: $(jq -r .version "$BENCH/node_modules/ws/package.json" 2>/dev/null)$([[ $SERVERS == *python* ]] && echo ", python: $("$PYTHON" -c 'import sys, websockets; print(sys.version.split()[0], "websockets", websockets.__version__)' 2>/dev/null)")"
-    echo "- ROUNDS=$ROUNDS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS RTT_COUNT=$RTT_COUNT SCENARIOS='$SCENARIOS'$([[ $SCENARIOS == *active_deflate* ]] && echo " ACTIVE_CONNS=$ACTIVE_CONNS")"
+    echo "- ROUNDS=$ROUNDS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS RTT_COUNT=$RTT_COUNT SCENARIOS='$SCENARIOS'$([[ $SCENARIOS == *active_deflate* || $SCENARIOS == *quiet_deflate* ]] && echo " ACTIVE_CONNS=$ACTIVE_CONNS QUIET_SECS=$QUIET_SECS")"
     echo "- server pinned to: ${pin_server[*]:-none}; loadgen pinned to: ${pin_loadgen[*]:-none}"
     echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty)')"
     echo

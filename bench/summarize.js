@@ -37,6 +37,8 @@ const METRICS = [
   ['idle_deflate', 'kib_per_conn', 'idle_deflate: server RSS per idle deflate connection', 'KiB', 'lower', true],
   ['active_deflate', 'opened', 'active_deflate: connections held', 'conns', 'higher', true],
   ['active_deflate', 'kib_per_conn', 'active_deflate: server RSS per connection after 1 compressed msg each way', 'KiB', 'lower', true],
+  ['quiet_deflate', 'opened', 'quiet_deflate: connections held', 'conns', 'higher', true],
+  ['quiet_deflate', 'kib_per_conn', 'quiet_deflate: the same, quiet for QUIET_SECS (35 s)', 'KiB', 'lower', true],
 ];
 
 const median = (xs) => {

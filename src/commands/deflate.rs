@@ -3,9 +3,14 @@
 //! take: a boolean (on with the defaults, or off), or option/value pairs
 //! over the defaults.
 
-use super::{wrong_args, State};
+use super::log::Level;
+use super::{wrong_args, Conn, State};
 use crate::proto::deflate::{DeflateConfig, DeflateParams};
+use crate::tcl::callback::{self, Registration};
 use crate::tcl::{CmdResult, Interp, Obj, ObjRef, TclError};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// Whether to negotiate permessage-deflate, and with what.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,12 +39,18 @@ impl Settings {
     fn describe(&self) -> Obj {
         let c = &self.config;
         let bits = |b: Option<u8>| b.map(|b| b.to_string()).unwrap_or_default();
-        let pairs: [(&str, String); 9] = [
+        let secs = |d: Option<Duration>| match d {
+            None => "0".to_string(),
+            Some(d) if d.subsec_nanos() == 0 => d.as_secs().to_string(),
+            Some(d) => d.as_secs_f64().to_string(),
+        };
+        let pairs: [(&str, String); 10] = [
             ("-enable", (self.enable as u8).to_string()),
             ("-threshold", c.threshold.to_string()),
             ("-level", c.level.to_string()),
             ("-memlevel", c.mem_level.to_string()),
             ("-window", c.window_bits.to_string()),
+            ("-idlerelease", secs(c.idle_release)),
             (
                 "-server_no_context_takeover",
                 (c.server_no_context_takeover as u8).to_string(),
@@ -61,7 +72,7 @@ impl Settings {
 }
 
 const OPTIONS: &str =
-    "-enable, -threshold, -level, -memlevel, -window, -server_no_context_takeover, \
+    "-enable, -threshold, -level, -memlevel, -window, -idlerelease, -server_no_context_takeover, \
     -client_no_context_takeover, -server_max_window_bits or -client_max_window_bits";
 
 fn bad(msg: String) -> TclError {
@@ -74,6 +85,20 @@ fn int_in(interp: Interp, v: &Obj, name: &str, lo: i64, hi: i64) -> Result<i64, 
         Some(n) => Err(bad(format!("{name} {n} is out of range ({lo}-{hi})"))),
         None => Err(TclError::InInterp),
     }
+}
+
+/// Seconds, fractions allowed; 0 is None (never).
+fn seconds_or_never(interp: Interp, v: &Obj, name: &str) -> Result<Option<Duration>, TclError> {
+    let secs = v
+        .borrow()
+        .get_double(Some(interp))
+        .ok_or(TclError::InInterp)?;
+    if !(0.0..=1e9).contains(&secs) {
+        return Err(bad(format!(
+            "{name} {secs} is out of range (0-1000000000 seconds)"
+        )));
+    }
+    Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
 }
 
 fn bits_or_none(interp: Interp, v: &Obj, name: &str) -> Result<Option<u8>, TclError> {
@@ -111,6 +136,7 @@ fn apply(interp: Interp, base: &Settings, words: &[Obj]) -> Result<Settings, Tcl
             "-level" => c.level = int_in(interp, v, &k, 0, 9)? as u8,
             "-memlevel" => c.mem_level = int_in(interp, v, &k, 1, 9)? as u8,
             "-window" => c.window_bits = int_in(interp, v, &k, 8, 15)? as u8,
+            "-idlerelease" => c.idle_release = seconds_or_never(interp, v, &k)?,
             "-server_no_context_takeover" => c.server_no_context_takeover = boolean(interp, v)?,
             "-client_no_context_takeover" => c.client_no_context_takeover = boolean(interp, v)?,
             "-server_max_window_bits" => c.server_max_window_bits = bits_or_none(interp, v, &k)?,
@@ -176,4 +202,127 @@ pub fn describe_params(p: &DeflateParams) -> String {
         p.server_max_window_bits, p.client_max_window_bits
     ));
     s
+}
+
+/// Compressors kept for context takeover, watched so that one left unused
+/// for its connection's `-idlerelease` is freed (~160 KiB each): one Tcl
+/// timer for the interpreter, set for the earliest release due, and only
+/// while some connection holds a compressor.
+#[derive(Default)]
+pub struct IdleCompressors {
+    /// (connection id, socket name) of the connections watched.
+    watched: RefCell<Vec<(u64, Rc<str>)>>,
+    /// The timer, and when it fires.
+    timer: RefCell<Option<(Registration, Instant)>>,
+}
+
+impl IdleCompressors {
+    /// After a send that used `conn`'s compressor: stamps it, and watches
+    /// the connection if its compressor may be released.
+    pub fn used(&self, st: &State, conn: &mut Conn, now: Instant) {
+        let Some(after) = conn
+            .deflate
+            .as_ref()
+            .and_then(|d| d.allocated().0.then(|| d.idle_release()).flatten())
+        else {
+            return;
+        };
+        conn.compressed_at = Some(now);
+        if !conn.compressor_watched {
+            conn.compressor_watched = true;
+            self.watched.borrow_mut().push((conn.id, conn.name.clone()));
+            self.wake_at(st, now + after);
+        }
+    }
+
+    /// Makes sure the timer fires by `due`.
+    fn wake_at(&self, st: &State, due: Instant) {
+        let mut timer = self.timer.borrow_mut();
+        if let Some((t, at)) = timer.as_ref() {
+            if t.is_pending() && *at <= due {
+                return;
+            }
+        }
+        if let Some((t, _)) = timer.take() {
+            t.cancel();
+        }
+        let ms = due
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .saturating_add(1)
+            .min(u32::MAX as u128) as u32;
+        let me = st.me.clone();
+        let reg = callback::after(
+            ms,
+            Box::new(move || {
+                if let Some(st) = me.upgrade() {
+                    st.idle_compressors.sweep(&st);
+                }
+            }),
+        );
+        *timer = Some((reg, due));
+    }
+
+    /// Frees the compressors whose time has come; sets the timer for the
+    /// next one.
+    fn sweep(&self, st: &State) {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        let mut released = 0usize;
+        {
+            let mut conns = st.conns.borrow_mut();
+            self.watched.borrow_mut().retain(|(id, name)| {
+                let Some(conn) = conns.get_mut(name).filter(|c| c.id == *id) else {
+                    return false;
+                };
+                let due = match (&mut conn.deflate, conn.compressed_at) {
+                    (Some(d), Some(at)) if d.allocated().0 => match d.idle_release() {
+                        Some(after) => at + after,
+                        None => {
+                            conn.compressor_watched = false;
+                            return false;
+                        }
+                    },
+                    _ => {
+                        conn.compressor_watched = false;
+                        return false;
+                    }
+                };
+                let d = conn.deflate.as_mut().expect("matched above");
+                if now < due {
+                    next = Some(next.map_or(due, |n| n.min(due)));
+                    return true;
+                }
+                if d.release_compressor() {
+                    conn.compressor_watched = false;
+                    released += 1;
+                    return false;
+                }
+                // A fragmented message is being compressed: look again later.
+                let again = now + d.idle_release().unwrap_or(Duration::from_secs(1));
+                next = Some(next.map_or(again, |n| n.min(again)));
+                true
+            });
+        }
+        if let Some((t, _)) = self.timer.borrow_mut().take() {
+            t.cancel();
+        }
+        if released > 0 && st.logger.enabled(Level::Debug) {
+            st.logger.log(
+                Level::Debug,
+                &format!("Freed {released} idle compressor(s)"),
+            );
+        }
+        if let Some(due) = next {
+            self.wake_at(st, due);
+        }
+    }
+
+    /// Stops watching (the interpreter's end).
+    pub fn stop(&self) {
+        self.watched.borrow_mut().clear();
+        if let Some((t, _)) = self.timer.borrow_mut().take() {
+            t.cancel();
+        }
+    }
 }

@@ -144,6 +144,10 @@ pub struct Conn {
     pub deflate_offer: Option<crate::proto::deflate::DeflateConfig>,
     /// The extensions negotiated, as `conninfo $sock extensions` gives them.
     pub extensions: String,
+    /// When the compressor was last used, while it is held.
+    pub compressed_at: Option<std::time::Instant>,
+    /// In `State::idle_compressors`.
+    pub compressor_watched: bool,
 }
 
 impl Conn {
@@ -186,6 +190,8 @@ impl Conn {
             deflate: None,
             deflate_offer: None,
             extensions: String::new(),
+            compressed_at: None,
+            compressor_watched: false,
         }
     }
 }
@@ -268,6 +274,7 @@ pub struct State {
     pub logger: log::Logger,
     /// `::websocket::deflate`: what `open` and `live` use without -deflate.
     pub deflate_defaults: RefCell<deflate::Settings>,
+    pub idle_compressors: deflate::IdleCompressors,
     shut: Cell<bool>,
     /// This State, for callbacks that must not keep it alive.
     me: Weak<State>,
@@ -586,6 +593,7 @@ impl State {
         if let Some(call) = self.idle_flush.borrow_mut().take() {
             call.cancel();
         }
+        self.idle_compressors.stop();
         self.mailbox.close();
         for run in self.steps.borrow_mut().iter_mut() {
             run.clear();
@@ -922,6 +930,7 @@ pub fn init(interp: Interp) -> Result<(), TclError> {
             keys: RefCell::new(MaskKeys::new()),
             logger: log::Logger::default(),
             deflate_defaults: RefCell::new(deflate::Settings::default()),
+            idle_compressors: deflate::IdleCompressors::default(),
             shut: Cell::new(false),
             me: weak,
         }

@@ -179,6 +179,10 @@ pub fn send(st: &State, interp: Interp, objv: &[ObjRef]) -> CmdResult {
             compressed = d
                 .compress(payload, fin, mode)
                 .map_err(|e| TclError::ws(format!("Cannot send on {sock}: {e}"), &["DEFLATE"]))?;
+            if matches!(compressed.payload, std::borrow::Cow::Owned(_)) {
+                st.idle_compressors
+                    .used(st, conn, std::time::Instant::now());
+            }
             (&compressed.payload, compressed.rsv1)
         }
         _ => (payload, false),

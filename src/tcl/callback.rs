@@ -1,5 +1,5 @@
 //! Safe registration of Rust closures as Tcl callbacks: interpreter
-//! deletion, process and thread exit, idle time. Panics stop here.
+//! deletion, process and thread exit, idle time, timers. Panics stop here.
 
 use super::ffi::{self, Tcl_Interp};
 use super::interp::Interp;
@@ -66,11 +66,17 @@ unsafe extern "C" fn run_one_shot(cd: *mut c_void) {
 
 type Hook = unsafe extern "C" fn(ffi::ExitProc, *mut c_void);
 
-/// A callback registered with `when_idle` or `on_thread_exit`.
+/// How a registration is taken back.
+enum Unregister {
+    Hook(Hook),
+    Timer(*mut c_void),
+}
+
+/// A callback registered with `when_idle`, `on_thread_exit` or `after`.
 pub struct Registration {
     cd: *mut c_void,
     pending: Rc<Cell<bool>>,
-    unregister: Hook,
+    unregister: Unregister,
 }
 
 impl Registration {
@@ -84,25 +90,46 @@ impl Registration {
         if self.pending.replace(false) {
             // SAFETY: still registered, so Tcl has neither run nor freed it.
             unsafe {
-                (self.unregister)(run_one_shot, self.cd);
+                match self.unregister {
+                    Unregister::Hook(unregister) => unregister(run_one_shot, self.cd),
+                    Unregister::Timer(token) => ffi::ws_delete_timer(token),
+                }
                 drop(Box::from_raw(self.cd as *mut OneShot));
             }
         }
     }
 }
 
-fn register(f: Once, hook: Hook, unregister: Hook) -> Registration {
+fn one_shot(f: Once) -> (*mut c_void, Rc<Cell<bool>>) {
     let pending = Rc::new(Cell::new(true));
     let cd = Box::into_raw(Box::new(OneShot {
         f: Some(f),
         pending: pending.clone(),
     })) as *mut c_void;
+    (cd, pending)
+}
+
+fn register(f: Once, hook: Hook, unregister: Hook) -> Registration {
+    let (cd, pending) = one_shot(f);
     // SAFETY: the box is reclaimed by run_one_shot or Registration::cancel.
     unsafe { hook(run_one_shot, cd) }
     Registration {
         cd,
         pending,
-        unregister,
+        unregister: Unregister::Hook(unregister),
+    }
+}
+
+/// Runs `f` once, after `ms` milliseconds (Tcl_CreateTimerHandler).
+pub fn after(ms: u32, f: Once) -> Registration {
+    let (cd, pending) = one_shot(f);
+    let ms = ms.min(i32::MAX as u32) as std::os::raw::c_int;
+    // SAFETY: the box is reclaimed by run_one_shot or Registration::cancel.
+    let token = unsafe { ffi::ws_create_timer(ms, run_one_shot, cd) };
+    Registration {
+        cd,
+        pending,
+        unregister: Unregister::Timer(token),
     }
 }
 

@@ -141,6 +141,8 @@ extern "C" {
     pub fn ws_free_block(block: *mut c_void);
     pub fn ws_do_when_idle(proc_: ExitProc, cd: *mut c_void);
     pub fn ws_cancel_idle(proc_: ExitProc, cd: *mut c_void);
+    pub fn ws_create_timer(ms: c_int, proc_: ExitProc, cd: *mut c_void) -> *mut c_void;
+    pub fn ws_delete_timer(token: *mut c_void);
 
     pub fn ws_create_hidden_command(
         interp: *mut Tcl_Interp,

@@ -326,6 +326,10 @@ void ws_delete_channel_handler(Tcl_Channel chan, Tcl_ChannelProc *proc, void *cd
 }
 void ws_do_when_idle(Tcl_IdleProc *proc, void *cd) { Tcl_DoWhenIdle(proc, cd); }
 void ws_cancel_idle(Tcl_IdleProc *proc, void *cd) { Tcl_CancelIdleCall(proc, cd); }
+void *ws_create_timer(int ms, Tcl_TimerProc *proc, void *cd) {
+    return (void *)Tcl_CreateTimerHandler(ms, proc, cd);
+}
+void ws_delete_timer(void *token) { Tcl_DeleteTimerHandler((Tcl_TimerToken)token); }
 
 /*
  * Taking a "tcp" channel's socket away from Tcl. Tcl names a socket after its

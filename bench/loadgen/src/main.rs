@@ -59,6 +59,8 @@ struct Opts {
     op_timeout: f64,
     max_time: f64,
     hold: f64,
+    /// idle: seconds between the last connection and the measurement.
+    settle: f64,
     server_pid: Option<u32>,
     label: String,
     protocol: String,
@@ -73,7 +75,7 @@ fn usage() -> ! {
         "usage: loadgen <pipelined|rtt|large|conns|idle|deflate> --port P [--host 127.0.0.1] [--path /echo]
   [--duration S] [--warmup S] [--inflight N] [--size BYTES] [--count N]
   [--conns N] [--echoes N] [--repeat N] [--batch N] [--connect-timeout S] [--op-timeout S]
-  [--max-time S] [--hold S] [--server-pid PID] [--label TEXT] [--protocol NAME|'']
+  [--max-time S] [--hold S] [--settle S] [--server-pid PID] [--label TEXT] [--protocol NAME|'']
   [--deflate 0|1] [--active 0|1] [--require-deflate 0|1]"
     );
     std::process::exit(2)
@@ -109,6 +111,7 @@ fn parse_opts() -> Opts {
         op_timeout: 10.0,
         max_time: 120.0,
         hold: 0.0,
+        settle: 1.0,
         server_pid: None,
         label: String::new(),
         // tcllib 1.4.2's ::websocket::test fails ("key protocols not known in
@@ -144,6 +147,7 @@ fn parse_opts() -> Opts {
             "--op-timeout" => o.op_timeout = f(),
             "--max-time" => o.max_time = f(),
             "--hold" => o.hold = f(),
+            "--settle" => o.settle = f(),
             "--server-pid" => o.server_pid = Some(v.parse().unwrap_or_else(|_| usage())),
             "--label" => o.label = v.clone(),
             "--protocol" => o.protocol = v.clone(),
@@ -1319,7 +1323,7 @@ async fn idle(o: &Opts, j: &mut Json) -> io::Result<()> {
     let negotiated = held.iter().filter(|(r, _)| r.pmd.is_some()).count() as u64;
     let extension = held.first().and_then(|(r, _)| r.pmd.as_ref()).map(|p| p.header.clone()).unwrap_or_default();
     // Let the server settle, then measure.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep(Duration::from_secs_f64(o.settle)).await;
     let rss_after = o.server_pid.and_then(vm_rss_kib);
     // Are the held connections still served?  Echo on a sample (~100).
     let step = (held.len() / 100).max(1);

@@ -10,6 +10,7 @@
 //!   [`PerMessageDeflate::decompress`] with the message's size limit.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use zlib_rs::{Deflate, DeflateConfig as ZConfig, DeflateFlush, Inflate, InflateFlush, Status};
 
@@ -142,6 +143,7 @@ pub struct PerMessageDeflate {
     mem_level: u8,
     tx_no_context: bool,
     rx_no_context: bool,
+    idle_release: Option<Duration>,
 }
 
 impl std::fmt::Debug for PerMessageDeflate {
@@ -155,6 +157,7 @@ impl std::fmt::Debug for PerMessageDeflate {
             .field("threshold", &self.threshold)
             .field("tx_no_context", &self.tx_no_context)
             .field("rx_no_context", &self.rx_no_context)
+            .field("idle_release", &self.idle_release)
             .finish()
     }
 }
@@ -184,7 +187,14 @@ impl PerMessageDeflate {
             mem_level: cfg.mem_level.clamp(1, 9),
             tx_no_context: params.local_no_context_takeover(role),
             rx_no_context: params.remote_no_context_takeover(role),
+            idle_release: cfg.idle_release,
         }
+    }
+
+    /// How long the compressor may go unused before the owner frees it
+    /// (`release_compressor`); None: never.
+    pub fn idle_release(&self) -> Option<Duration> {
+        self.idle_release
     }
 
     pub fn set_threshold(&mut self, threshold: usize) {

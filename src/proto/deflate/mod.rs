@@ -46,7 +46,10 @@
 //! messages), and the compressor can also be dropped at any message
 //! boundary on request ([`codec::PerMessageDeflate::release_compressor`]):
 //! a compressor may always start afresh, only a decompressor must keep the
-//! peer's context.
+//! peer's context. The Tcl binding does that to a compressor left unused
+//! for [`DeflateConfig::idle_release`].
+
+use std::time::Duration;
 
 pub mod codec;
 #[cfg(test)]
@@ -93,6 +96,11 @@ pub const DEFAULT_WINDOW_BITS: u8 = 12;
 /// takeover smaller messages do not shrink (measured), and a connection
 /// that only sends small ones never allocates a compressor.
 pub const DEFAULT_THRESHOLD: usize = 64;
+/// Default time an unused compressor is kept: about 160 KiB that a
+/// connection which has gone quiet does not need. Its successor costs one
+/// allocation and a first message compressed without the old context
+/// (bench/PROFILE.md, "Idle compressors").
+pub const DEFAULT_IDLE_RELEASE: Duration = Duration::from_secs(30);
 
 /// The permessage-deflate settings of one endpoint. The four negotiation
 /// fields are RFC 7692's parameters; what they do depends on the role:
@@ -104,8 +112,8 @@ pub const DEFAULT_THRESHOLD: usize = 64;
 /// | `server_max_window_bits` | ask the server to limit its window (8-15) | limit our window, announced |
 /// | `client_max_window_bits` | `None`: offered without a value (the server may limit us); `Some(n)`: we limit ours to n | limit the client's window, when its offer allows it |
 ///
-/// `level`, `mem_level`, `window_bits` and `threshold` tune our own
-/// compressor and are never sent.
+/// `level`, `mem_level`, `window_bits`, `threshold` and `idle_release`
+/// tune our own compressor and are never sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeflateConfig {
     pub server_no_context_takeover: bool,
@@ -122,6 +130,10 @@ pub struct DeflateConfig {
     /// Messages whose first frame's payload is shorter than this go
     /// uncompressed.
     pub threshold: usize,
+    /// How long a compressor kept for context takeover may go unused
+    /// before it is freed (the next message then starts afresh); `None`:
+    /// kept for the connection's life.
+    pub idle_release: Option<Duration>,
 }
 
 impl Default for DeflateConfig {
@@ -135,6 +147,7 @@ impl Default for DeflateConfig {
             mem_level: DEFAULT_MEM_LEVEL,
             window_bits: DEFAULT_WINDOW_BITS,
             threshold: DEFAULT_THRESHOLD,
+            idle_release: Some(DEFAULT_IDLE_RELEASE),
         }
     }
 }
