@@ -98,7 +98,8 @@ fn seconds_or_never(interp: Interp, v: &Obj, name: &str) -> Result<Option<Durati
             "{name} {secs} is out of range (0-1000000000 seconds)"
         )));
     }
-    Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
+    // At least 1 ms: a positive value is never "at once" (nor 0, "never").
+    Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs).max(Duration::from_millis(1))))
 }
 
 fn bits_or_none(interp: Interp, v: &Obj, name: &str) -> Result<Option<u8>, TclError> {
@@ -270,7 +271,12 @@ impl IdleCompressors {
         let mut next: Option<Instant> = None;
         let mut released = 0usize;
         {
-            let mut conns = st.conns.borrow_mut();
+            let Ok(mut conns) = st.conns.try_borrow_mut() else {
+                // Not while a command holds the connections (cannot happen
+                // today: none runs the event loop meanwhile); soon after.
+                self.wake_at(st, now + Duration::from_millis(100));
+                return;
+            };
             self.watched.borrow_mut().retain(|(id, name)| {
                 let Some(conn) = conns.get_mut(name).filter(|c| c.id == *id) else {
                     return false;

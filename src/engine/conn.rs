@@ -377,6 +377,29 @@ pub struct Running {
     reader: Option<Half>,
     writer: Half,
     shared: Arc<Shared>,
+    /// Which half goes first, alternating: they share the task's
+    /// cooperative budget, and a reader that always went first could spend
+    /// it all on a peer that never stops sending (no pong, no close going
+    /// out meanwhile).
+    writer_first: bool,
+}
+
+impl Running {
+    fn poll_writer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.writer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.reader = None;
+        let stream = {
+            let mut d = self.shared.direct();
+            d.closed = true;
+            d.stream.take()
+        };
+        // The last reference: the socket closes here, outside the lock the
+        // owner's thread takes.
+        drop(stream);
+        Poll::Ready(())
+    }
 }
 
 impl Future for Running {
@@ -384,19 +407,19 @@ impl Future for Running {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
+        this.writer_first = !this.writer_first;
+        if this.writer_first && this.poll_writer(cx).is_ready() {
+            return Poll::Ready(());
+        }
         if let Some(reader) = &mut this.reader {
             if reader.as_mut().poll(cx).is_ready() {
                 this.reader = None;
             }
         }
-        if this.writer.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
+        if !this.writer_first {
+            return this.poll_writer(cx);
         }
-        this.reader = None;
-        let mut d = this.shared.direct();
-        d.closed = true;
-        d.stream = None;
-        Poll::Ready(())
+        Poll::Pending
     }
 }
 
@@ -482,6 +505,7 @@ where
         reader: Some(Box::pin(reader)),
         writer: Box::pin(writer),
         shared,
+        writer_first: false,
     }
 }
 
