@@ -2,13 +2,16 @@
 # for tests/valgrind.sh (run as: tclsh lifecycle.tcl ROOTDIR).
 #
 #   1. a tcllib-style server and a client in the main interpreter exchange
-#      text, binary, a fragmented message and a ping, then close;
+#      text, binary, a fragmented message, a ping and a compressed text,
+#      then close;
 #   2. a child interpreter opens a connection and is deleted while it lives;
 #   3. Thread-package threads open a connection and are released while
 #      connected and receiving; one ends with thread::exit instead, one
 #      with thread::exit inside its handler;
 #   4. a server-side and a client-side connection are left open and the
 #      script calls `exit`.
+# Every connection compresses a message (from step 2 on, as its client
+# connects), so compressors and their release timers meet every ending.
 #
 # Prints one line "step N ok" per step to stdout; any failure prints
 # "FAIL ..." and exits 2. Every wait is bounded; the whole script gives up
@@ -93,6 +96,15 @@ set srv [socket -server accept -myaddr 127.0.0.1 0]
 set port [lindex [fconfigure $srv -sockname] 2]
 set url ws://127.0.0.1:$port
 
+# A text long enough to be compressed (permessage-deflate is on by default):
+# each side then holds a compressor, and its interpreter an -idlerelease
+# timer, through every ending below.
+set long [string repeat "compressible text, " 20]
+# A client handler that sends it once connected.
+set sendlong [list apply {{long sock type msg} {
+    if {$type eq "connect"} {::websocket::send $sock text $long}
+}} $long]
+
 # 1. Messages both ways, then a close from the client.
 set c [::websocket::open $url/main [list rec cli]]
 wait_until {[n cli connect] && [n srv/main connect]}
@@ -104,6 +116,9 @@ wait_until {[n cli connect] && [n srv/main connect]}
 ::websocket::send $c ping "q"
 wait_until {[n cli text] >= 2 && [n cli binary] >= 1 && [n cli pong] >= 2}
 if {$::last(cli,text) ne "fragment"} {fail "fragmented echo: $::last(cli,text)"}
+::websocket::send $c text $long
+wait_until {[n cli text] >= 3}
+if {$::last(cli,text) ne $long} {fail "compressed echo: $::last(cli,text)"}
 ::websocket::close $c 4000 done
 wait_until {[n srv/main disconnect]}
 puts "step 1 ok"
@@ -111,9 +126,9 @@ puts "step 1 ok"
 # 2. A child interpreter with a live connection is deleted.
 interp create child
 child eval [list set auto_path $auto_path]
-child eval {package require websocket 1.7.0; proc h args {}}
-child eval [list ::websocket::open $url/child h]
-wait_until {[n srv/child connect]}
+child eval {package require websocket 1.7.0}
+child eval [list ::websocket::open $url/child $sendlong]
+wait_until {[n srv/child connect] && [n srv/child text]}
 ::websocket::send $::sock(srv/child) text "to the child"
 interp delete child
 wait_until {[n srv/child disconnect]}
@@ -126,8 +141,8 @@ for {set k 0} {$k < 6} {incr k} {
     set tid [thread::create]
     thread::send $tid [list set auto_path $auto_path]
     thread::send $tid {package require websocket 1.7.0}
-    thread::send $tid [list ::websocket::open $url/thread$k {apply {args {}}}]
-    wait_until "\[n srv/thread$k connect\]"
+    thread::send $tid [list ::websocket::open $url/thread$k $sendlong]
+    wait_until "\[n srv/thread$k connect\] && \[n srv/thread$k text\]"
     for {set j 0} {$j < 200} {incr j} {
         ::websocket::send $::sock(srv/thread$k) text "to the thread $j"
     }
@@ -142,8 +157,8 @@ for {set k 0} {$k < 6} {incr k} {
 set tid [thread::create]
 thread::send $tid [list set auto_path $auto_path]
 thread::send $tid {package require websocket 1.7.0}
-thread::send $tid [list ::websocket::open $url/texit {apply {args {}}}]
-wait_until {[n srv/texit connect]}
+thread::send $tid [list ::websocket::open $url/texit $sendlong]
+wait_until {[n srv/texit connect] && [n srv/texit text]}
 ::websocket::send $::sock(srv/texit) text "to the exiting thread"
 thread::send -async $tid {thread::exit}
 wait_until {[n srv/texit disconnect]}
@@ -161,7 +176,7 @@ puts "step 3 ok"
 # 4. Connections left open at exit.
 set c2 [::websocket::open $url/atexit [list rec cli2]]
 wait_until {[n cli2 connect] && [n srv/atexit connect]}
-::websocket::send $c2 text "one more"
+::websocket::send $c2 text $long
 wait_until {[n cli2 text]}
 puts "step 4 ok"
 flush stdout
