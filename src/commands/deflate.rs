@@ -224,7 +224,8 @@ impl IdleCompressors {
         let Some(after) = conn
             .deflate
             .as_ref()
-            .and_then(|d| d.allocated().0.then(|| d.idle_release()).flatten())
+            .filter(|d| d.allocated().0)
+            .and_then(|d| d.idle_release())
         else {
             return;
         };
@@ -281,38 +282,30 @@ impl IdleCompressors {
                 let Some(conn) = conns.get_mut(name).filter(|c| c.id == *id) else {
                     return false;
                 };
-                let due = match (&mut conn.deflate, conn.compressed_at) {
-                    (Some(d), Some(at)) if d.allocated().0 => match d.idle_release() {
-                        Some(after) => at + after,
-                        None => {
-                            conn.compressor_watched = false;
-                            return false;
-                        }
-                    },
-                    _ => {
-                        conn.compressor_watched = false;
-                        return false;
-                    }
+                let due = match (&conn.deflate, conn.compressed_at) {
+                    (Some(d), Some(at)) if d.allocated().0 => d.idle_release().map(|t| at + t),
+                    _ => None,
                 };
-                let d = conn.deflate.as_mut().expect("matched above");
-                if now < due {
-                    next = Some(next.map_or(due, |n| n.min(due)));
-                    return true;
-                }
-                if d.release_compressor() {
+                let (Some(due), Some(d)) = (due, conn.deflate.as_mut()) else {
+                    conn.compressor_watched = false;
+                    return false;
+                };
+                // Due and not inside a fragmented message: freed.
+                let due = if now < due {
+                    due
+                } else if d.release_compressor() {
                     conn.compressor_watched = false;
                     released += 1;
                     return false;
-                }
-                // A fragmented message is being compressed: look again later.
-                let again = now + d.idle_release().unwrap_or(Duration::from_secs(1));
-                next = Some(next.map_or(again, |n| n.min(again)));
+                } else {
+                    now + d.idle_release().unwrap_or(Duration::from_secs(1))
+                };
+                next = Some(next.map_or(due, |n| n.min(due)));
                 true
             });
         }
-        if let Some((t, _)) = self.timer.borrow_mut().take() {
-            t.cancel();
-        }
+        // The timer that ran this is spent; wake_at sets the next.
+        self.timer.borrow_mut().take();
         if released > 0 && st.logger.enabled(Level::Debug) {
             st.logger.log(
                 Level::Debug,

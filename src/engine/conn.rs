@@ -285,6 +285,14 @@ impl Handle {
         self.tx.send(cmd).is_ok()
     }
 
+    /// Whether the owner's writes go straight to the socket now (the
+    /// writer holds nothing back): tests wait for it.
+    #[cfg(test)]
+    pub fn writes_directly(&self) -> bool {
+        let d = self.shared.direct();
+        d.stream.is_some() && !d.pending && !d.closed
+    }
+
     pub fn queued(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)
     }
@@ -877,6 +885,26 @@ mod tests {
         fn emit(&self, _: u64, _: Event) {}
     }
 
+    /// A server connection's setup, with keepalive and a ping text; its
+    /// events go nowhere.
+    fn server_setup(id: u64, keepalive: Duration, ping_payload: Vec<u8>) -> (Handle, Setup) {
+        let (handle, inbox) = channel(id, 1 << 20);
+        let setup = Setup {
+            buffered: Vec::new(),
+            preamble: Vec::new(),
+            opts: Options {
+                role: Role::Server,
+                keepalive: Some(keepalive),
+                ping_payload,
+                deflate: None,
+            },
+            id,
+            sink: Arc::new(NoSink),
+            inbox,
+        };
+        (handle, setup)
+    }
+
     /// Reads from `peer` until `buf` holds a whole frame; returns its
     /// opcode and payload (the writer is a server: nothing is masked).
     async fn next_frame(peer: &mut tokio::io::DuplexStream, buf: &mut Vec<u8>) -> (u8, Vec<u8>) {
@@ -902,22 +930,9 @@ mod tests {
     /// goes instead, and the keepalive goes on. A valid text is sent as is.
     #[tokio::test]
     async fn keepalive_ping_never_over_125_bytes() {
-        let id = u64::MAX - 4242;
-        let (handle, inbox) = channel(id, 1 << 20);
+        let (handle, setup) =
+            server_setup(u64::MAX - 4242, Duration::from_millis(20), vec![b'p'; 126]);
         let (ours, mut peer) = tokio::io::duplex(1 << 16);
-        let setup = Setup {
-            buffered: Vec::new(),
-            preamble: Vec::new(),
-            opts: Options {
-                role: Role::Server,
-                keepalive: Some(Duration::from_millis(20)),
-                ping_payload: vec![b'p'; 126],
-                deflate: None,
-            },
-            id,
-            sink: Arc::new(NoSink),
-            inbox,
-        };
         let task = tokio::spawn(run_stream(ours, setup));
         let mut buf = Vec::new();
         assert_eq!(
@@ -952,20 +967,7 @@ mod tests {
         let stream = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let (_handle, inbox) = channel(u64::MAX - 1, 1 << 20);
-        let setup = Setup {
-            buffered: Vec::new(),
-            preamble: Vec::new(),
-            opts: Options {
-                role: Role::Server,
-                keepalive: Some(Duration::from_secs(30)),
-                ping_payload: Vec::new(),
-                deflate: None,
-            },
-            id: u64::MAX - 1,
-            sink: Arc::new(NoSink),
-            inbox,
-        };
+        let (_handle, setup) = server_setup(u64::MAX - 1, Duration::from_secs(30), Vec::new());
         let running = run_tcp(stream, setup);
         let task = std::mem::size_of_val(&running);
         let reader = std::mem::size_of_val(&*running.reader.as_ref().unwrap().as_ref());

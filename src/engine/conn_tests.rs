@@ -244,6 +244,24 @@ fn start_stream(
     (owner, peer, task)
 }
 
+/// Waits (at most PROMPT) until the engine hands the socket to the owner's
+/// direct writes.
+async fn until_direct(handle: &std::sync::Mutex<Option<Handle>>) {
+    let deadline = tokio::time::Instant::now() + PROMPT;
+    loop {
+        if let Some(h) = handle.lock().unwrap().as_ref() {
+            if h.writes_directly() {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "direct writes within {PROMPT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 async fn finished(task: tokio::task::JoinHandle<()>) {
     tokio::time::timeout(PROMPT, task)
         .await
@@ -411,7 +429,6 @@ async fn owner_close_server() {
         (OP_CLOSE, close::build_close_payload(1000, "done"))
     );
     // Nothing is accepted once the close frame is out.
-    tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!owner.send_text(b"too late"));
     peer.send(OP_CLOSE, &close::build_close_payload(1000, ""))
         .await;
@@ -487,41 +504,40 @@ async fn client_gives_up_waiting_for_the_servers_fin() {
 #[tokio::test]
 async fn violations_close_with_the_rfc_code() {
     // An unmasked frame to a server: 1002.
-    let (mut owner, mut peer, task) = start_tcp(Role::Server, None).await;
     let mut unmasked = Vec::new();
     frame::encode_frame(&mut unmasked, true, OP_TEXT, None, b"x").unwrap();
-    peer.send_raw(&unmasked).await;
-    assert_eq!(owner.closed().await.0, close::PROTOCOL_ERROR);
-    owner.handle = None;
-    let (op, payload) = peer.frame().await;
-    assert_eq!(op, OP_CLOSE);
-    assert_eq!(&payload[..2], &close::PROTOCOL_ERROR.to_be_bytes());
-    peer.eof().await;
-    finished(task).await;
-
-    // Text that is not UTF-8: 1007.
-    let (mut owner, mut peer, task) = start_tcp(Role::Server, None).await;
-    peer.send(OP_TEXT, &[0xff, 0xfe]).await;
-    assert_eq!(owner.closed().await.0, close::INVALID_DATA);
-    owner.handle = None;
-    let (op, payload) = peer.frame().await;
-    assert_eq!(op, OP_CLOSE);
-    assert_eq!(&payload[..2], &close::INVALID_DATA.to_be_bytes());
-    peer.eof().await;
-    finished(task).await;
-
+    violation_closes(Role::Server, unmasked, close::PROTOCOL_ERROR).await;
+    // Text that is not UTF-8: 1007 (the peer is a client: masked).
+    let mut bad_text = Vec::new();
+    frame::encode_frame(
+        &mut bad_text,
+        true,
+        OP_TEXT,
+        Some([9, 8, 7, 6]),
+        &[0xff, 0xfe],
+    )
+    .unwrap();
+    violation_closes(Role::Server, bad_text, close::INVALID_DATA).await;
     // A ping over 125 bytes to a client: 1002.
-    let (mut owner, mut peer, task) = start_tcp(Role::Client, None).await;
     let mut big_ping = vec![0x89, 126, 0, 126];
     big_ping.extend([0u8; 126]);
-    peer.send_raw(&big_ping).await;
-    assert_eq!(owner.closed().await.0, close::PROTOCOL_ERROR);
+    violation_closes(Role::Client, big_ping, close::PROTOCOL_ERROR).await;
+}
+
+/// `bytes` from the peer make a connection in `role` close with `code`:
+/// the owner hears it, the peer gets a close frame with it, then the end.
+async fn violation_closes(role: Role, bytes: Vec<u8>, code: u16) {
+    let (mut owner, mut peer, task) = start_tcp(role, None).await;
+    peer.send_raw(&bytes).await;
+    assert_eq!(owner.closed().await.0, code);
     owner.handle = None;
     let (op, payload) = peer.frame().await;
     assert_eq!(op, OP_CLOSE);
-    assert_eq!(&payload[..2], &close::PROTOCOL_ERROR.to_be_bytes());
-    // The client waits for the server's FIN.
-    peer.io.shutdown().await.unwrap();
+    assert_eq!(&payload[..2], &code.to_be_bytes());
+    if role == Role::Client {
+        // A client waits for the server's FIN.
+        peer.io.shutdown().await.unwrap();
+    }
     peer.eof().await;
     finished(task).await;
 }
@@ -812,8 +828,7 @@ async fn pong_precedes_an_answer_given_during_the_report() {
         buf: Vec::new(),
     };
     for i in 0..5 {
-        // Let the engine hand the socket to direct writes first.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        until_direct(&sink.handle).await;
         peer.send(OP_PING, format!("p{i}").as_bytes()).await;
         assert_eq!(peer.frame().await, (OP_PONG, format!("p{i}").into_bytes()));
         assert_eq!(peer.frame().await, (OP_TEXT, b"answer".to_vec()));
@@ -859,8 +874,7 @@ async fn pong_after_the_rest_of_a_frame_begun_during_the_report() {
             role: Role::Client,
             buf: Vec::new(),
         };
-        // Let the engine hand the socket to direct writes first.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        until_direct(&sink.handle).await;
         let mut burst = peer.encode(OP_TEXT, b"go");
         burst.extend(peer.encode(OP_PING, format!("r{round}").as_bytes()));
         peer.send_raw(&burst).await;

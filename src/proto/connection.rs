@@ -327,6 +327,23 @@ impl Connection {
             None => (close::NO_STATUS, String::new(), Vec::new()),
         };
         self.report(code, reason, on);
+        self.peer_done(reply, now, false);
+    }
+
+    /// The peer broke the protocol: the owner hears the code, the peer gets
+    /// a close frame with it, and nothing more is read.
+    fn fail(&mut self, v: Violation, now: Instant, on: &mut impl FnMut(Event)) {
+        self.reading = Reading::Stop;
+        let reason = close::default_reason(v.code).unwrap_or(v.reason);
+        self.report(v.code, reason.to_string(), on);
+        self.peer_done(close::build_close_payload(v.code, v.reason), now, true);
+    }
+
+    /// The peer's part of the closing handshake is over (its close frame,
+    /// or a violation, `failed`): we answer with `reply` if we have not
+    /// closed; if our close frame went out already, the connection is
+    /// closed (at once after a violation).
+    fn peer_done(&mut self, reply: Vec<u8>, now: Instant, failed: bool) {
         match &mut self.closing {
             Closing::Open => {
                 self.closing = Closing::ByPeer {
@@ -337,30 +354,8 @@ impl Connection {
             }
             Closing::ByUs {
                 sent_at: Some(_), ..
-            } => self.closed(now, false),
-            Closing::ByUs { peer_closed, .. } => *peer_closed = true,
-            Closing::ByPeer { .. } | Closing::Closed { .. } | Closing::Finished => {}
-        }
-    }
-
-    /// The peer broke the protocol: the owner hears the code, the peer gets
-    /// a close frame with it, and nothing more is read.
-    fn fail(&mut self, v: Violation, now: Instant, on: &mut impl FnMut(Event)) {
-        self.reading = Reading::Stop;
-        let reason = close::default_reason(v.code).unwrap_or(v.reason);
-        self.report(v.code, reason.to_string(), on);
-        match &mut self.closing {
-            Closing::Open => {
-                self.closing = Closing::ByPeer {
-                    reply: close::build_close_payload(v.code, v.reason),
-                    reply_by: now + CLOSE_REPLY_DELAY,
-                    due: false,
-                }
-            }
-            Closing::ByUs {
-                sent_at: Some(_), ..
-            } => self.closed(now, true),
-            // The owner's close frame still goes (after its data).
+            } => self.closed(now, failed),
+            // Our close frame still goes (after the owner's data).
             Closing::ByUs { peer_closed, .. } => *peer_closed = true,
             Closing::ByPeer { .. } | Closing::Closed { .. } | Closing::Finished => {}
         }

@@ -762,6 +762,26 @@ async fn connect_t(o: &Opts, addr: SocketAddr) -> io::Result<(Reader, Writer)> {
     within(o.connect_timeout, "connect+handshake", connect(addr, &o.host, &o.path, &o.protocol, o.deflate)).await
 }
 
+/// Waits for one in-flight permit, then takes as many more as are free, up
+/// to `max`: how many messages the writer may send now.
+async fn take_permits(sem: &Semaphore, max: usize) -> io::Result<usize> {
+    sem.acquire()
+        .await
+        .map_err(|_| io::Error::other("closed"))?
+        .forget();
+    let mut n = 1;
+    while n < max {
+        match sem.try_acquire() {
+            Ok(p) => {
+                p.forget();
+                n += 1
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(n)
+}
+
 fn seq_payload(size: usize, seq: u64, fill: u8) -> Vec<u8> {
     let mut p = vec![fill; size];
     p[..8].copy_from_slice(&seq.to_le_bytes());
@@ -796,18 +816,7 @@ async fn pipelined(o: &Opts, j: &mut Json) -> io::Result<()> {
         tokio::spawn(async move {
             let mut seq = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let p = sem.acquire().await.map_err(|_| io::Error::other("closed"))?;
-                p.forget();
-                let mut n = 1;
-                while n < max {
-                    match sem.try_acquire() {
-                        Ok(p) => {
-                            p.forget();
-                            n += 1
-                        }
-                        Err(_) => break,
-                    }
-                }
+                let n = take_permits(&sem, max).await?;
                 let first = seq;
                 seq += n as u64;
                 wr.send_batch((first..seq).map(|s| seq_payload(size, s, 0xA5))).await?;
@@ -899,18 +908,7 @@ async fn deflate(o: &Opts, j: &mut Json) -> io::Result<()> {
         tokio::spawn(async move {
             let mut seq = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                let p = sem.acquire().await.map_err(|_| io::Error::other("closed"))?;
-                p.forget();
-                let mut n = 1;
-                while n < max {
-                    match sem.try_acquire() {
-                        Ok(p) => {
-                            p.forget();
-                            n += 1
-                        }
-                        Err(_) => break,
-                    }
-                }
+                let n = take_permits(&sem, max).await?;
                 let first = seq;
                 seq += n;
                 wr.send_frames((first..seq).map(|s| {
