@@ -8,7 +8,7 @@ use crate::engine::bridge as bridge_engine;
 use crate::engine::client;
 use crate::engine::conn::{self as engine_conn, Cmd, Options, Setup};
 use crate::proto::close;
-use crate::proto::deflate::{DeflateConfig, DeflateParams, PerMessageDeflate};
+use crate::proto::deflate::{DeflateConfig, DeflateParams};
 use crate::proto::Role;
 use crate::tcl::{bridge, channel};
 use crate::tcl::{CmdResult, Interp, Obj, ObjRef, TclError};
@@ -51,8 +51,7 @@ pub fn attach_socket(
         deflate: None,
     };
     if let Some((params, cfg)) = deflate {
-        conn.deflate = Some(PerMessageDeflate::new(role, &params, &cfg));
-        conn.extensions = super::deflate::describe_params(&params);
+        conn.enable_deflate(role, &params, &cfg);
         opts.deflate = Some((params, cfg));
     }
     let (_, kind) = channel::lookup(interp, sock)?;

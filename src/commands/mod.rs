@@ -197,6 +197,20 @@ impl Conn {
 }
 
 impl Conn {
+    /// permessage-deflate as negotiated: the compressor `send` uses, and
+    /// what `conninfo $sock extensions` says.
+    pub fn enable_deflate(
+        &mut self,
+        role: crate::proto::Role,
+        params: &crate::proto::deflate::DeflateParams,
+        cfg: &crate::proto::deflate::DeflateConfig,
+    ) {
+        self.deflate = Some(crate::proto::deflate::PerMessageDeflate::new(
+            role, params, cfg,
+        ));
+        self.extensions = deflate::describe_params(params);
+    }
+
     /// Hands the connection to another handler (a repeated `takeover`).
     pub fn set_handler(&mut self, handler: Obj) {
         let mut call: Vec<Obj> = match handler.borrow().list_elements(None) {
@@ -511,12 +525,7 @@ impl State {
                     c.peer = peer;
                     c.local = local;
                     if let (Some(params), Some(cfg)) = (negotiated, c.deflate_offer.take()) {
-                        c.deflate = Some(crate::proto::deflate::PerMessageDeflate::new(
-                            crate::proto::Role::Client,
-                            &params,
-                            &cfg,
-                        ));
-                        c.extensions = deflate::describe_params(&params);
+                        c.enable_deflate(crate::proto::Role::Client, &params, &cfg);
                     }
                 }
                 self.logger.log(

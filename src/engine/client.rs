@@ -260,11 +260,7 @@ async fn handshake_on<S: Stream>(
                     req.deflate.as_ref(),
                 )
                 .map_err(|e| {
-                    let kind = e.kinds.last().copied().unwrap_or("HANDSHAKE");
-                    ConnectError::new(
-                        ConnectFailure::Handshake(kind),
-                        format!("{} (from {})", e.message, req.target.url),
-                    )
+                    ConnectError::handshake(&e, format!("{} (from {})", e.message, req.target.url))
                 })?;
                 let leftover = buf[used..].to_vec();
                 return Ok((
@@ -278,14 +274,11 @@ async fn handshake_on<S: Stream>(
             }
             Ok(None) => {}
             Err(e) => {
-                let kind = e.kinds.last().copied().unwrap_or("HANDSHAKE");
-                return Err(ConnectError::new(
-                    ConnectFailure::Handshake(kind),
-                    format!(
-                        "Invalid handshake response from {}: {}",
-                        req.target.url, e.message
-                    ),
-                ));
+                let message = format!(
+                    "Invalid handshake response from {}: {}",
+                    req.target.url, e.message
+                );
+                return Err(ConnectError::handshake(&e, message));
             }
         }
         let mut chunk = [0u8; 4096];

@@ -74,6 +74,12 @@ impl ConnectError {
         }
     }
 
+    /// A handshake answer that failed a check, as the script is told it.
+    pub fn handshake(e: &crate::proto::handshake::HandshakeError, message: String) -> ConnectError {
+        let kind = e.kinds.last().copied().unwrap_or("HANDSHAKE");
+        ConnectError::new(ConnectFailure::Handshake(kind), message)
+    }
+
     /// The server's answer failed the accept-key check (RFC 6455 §4.1),
     /// which tcllib logs as "Security handshake failed".
     pub fn is_security_failure(&self) -> bool {

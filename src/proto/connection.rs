@@ -18,10 +18,10 @@
 //! - our close frame goes after all the owner's data accepted before it,
 //!   and nothing follows it.
 //!
-//! Negotiated extensions belong here too: permessage-deflate (being written
-//! as `proto::deflate`) will give the reading side an inflater, applied to
-//! the messages `MessageReader` assembles before they become
-//! `Event::Message`, and its parameters will come in through `Config`.
+//! Negotiated extensions belong here too: permessage-deflate, once
+//! negotiated, comes in through `set_deflate` and gives `MessageReader` its
+//! inflater (the compressor is the owner's: messages are compressed where
+//! they are sent).
 
 use super::close::{self, CloseFrame, Violation};
 use super::frame;
@@ -430,10 +430,7 @@ impl Connection {
     }
 
     fn close_sent(&self) -> bool {
-        !matches!(
-            self.closing,
-            Closing::Open | Closing::ByPeer { .. } | Closing::ByUs { sent_at: None, .. }
-        )
+        !self.accepts_data()
     }
 
     fn close_due(&self) -> bool {
